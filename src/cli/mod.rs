@@ -1,0 +1,71 @@
+//! The `fewstep` command line.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod list;
+mod sample;
+
+/// Few-step diffusion sampling and distillation (aDDIM, multistep consistency, progressive
+/// distillation). Every schedule, sampler, denoiser and objective is a plugin picked by name:
+/// `fewstep list` shows them.
+#[derive(Parser, Debug)]
+#[command(name = "fewstep", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List registered plugins with a description and their config fields.
+    List(list::Args),
+    /// Draw samples with any schedule, integrator and denoiser.
+    Sample(sample::Args),
+}
+
+/// Parses arguments, runs the command, prints errors with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    let result = match cli.command {
+        Command::List(a) => list::run(a),
+        Command::Sample(a) => sample::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>12} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}

@@ -1,0 +1,89 @@
+//! TOML configs: a file (optional), command-line overrides on top, then one typed deserialise,
+//! so flags and files share every check and error message.
+
+use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
+use std::path::Path;
+use toml::{Table, Value};
+
+/// A config being assembled: the file's table with overrides applied.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigBuilder {
+    table: Table,
+}
+
+impl ConfigBuilder {
+    /// Starts from built-in defaults (a TOML string shipped with the binary).
+    pub fn from_defaults(defaults: &str) -> Result<Self> {
+        Ok(ConfigBuilder {
+            table: parse(defaults, "built-in defaults")?,
+        })
+    }
+
+    /// Layers a config file on top: its keys replace the defaults', plugin tables whole.
+    pub fn file(mut self, path: Option<&Path>) -> Result<Self> {
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config {}", path.display()))?;
+            let file = parse(&text, &path.display().to_string())?;
+            for (k, v) in file {
+                self.table.insert(k, v);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Sets a plain key when the flag was given.
+    pub fn set<V: Into<Value>>(mut self, key: &str, value: Option<V>) -> Self {
+        if let Some(v) = value {
+            self.table.insert(key.to_string(), v.into());
+        }
+        self
+    }
+
+    /// Picks a plugin by name when the flag was given: keeps the table's other fields if it
+    /// already names that plugin, else replaces the table with `{ name = ... }`.
+    pub fn plugin(mut self, key: &str, name: Option<&str>) -> Self {
+        if let Some(name) = name {
+            let same = self
+                .table
+                .get(key)
+                .and_then(|t| t.get("name"))
+                .and_then(Value::as_str)
+                == Some(name);
+            if !same {
+                let mut t = Table::new();
+                t.insert("name".into(), Value::String(name.into()));
+                self.table.insert(key.to_string(), Value::Table(t));
+            }
+        }
+        self
+    }
+
+    /// The assembled table.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// Deserialises into the typed config; errors name the offending key and the valid choices.
+    pub fn build<T: DeserializeOwned>(&self) -> Result<T> {
+        T::deserialize(Value::Table(self.table.clone()))
+            .map_err(|e| anyhow::anyhow!("invalid config: {e}"))
+    }
+}
+
+fn parse(text: &str, origin: &str) -> Result<Table> {
+    text.parse::<Table>()
+        .map_err(|e| anyhow::anyhow!("malformed TOML in {origin}: {e}"))
+}
+
+/// Deserialises one plugin table (e.g. `name = "addim"` / `eta = 0.75`) from TOML text.
+pub fn plugin_from_toml<T: DeserializeOwned>(text: &str) -> Result<T> {
+    let v: Value = Value::Table(parse(text, "plugin table")?);
+    T::deserialize(v).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A resolved config as TOML text (recorded in output files and checkpoints).
+pub fn to_toml<T: serde::Serialize>(config: &T) -> Result<String> {
+    toml::to_string(config).context("cannot serialise config to TOML")
+}

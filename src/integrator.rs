@@ -1,0 +1,177 @@
+//! Integrators (samplers): one step of the reverse process from t to s < t, plus the pure DDIM
+//! helpers (eq. 4 and 5 of the paper) that distillation objectives reuse.
+
+use crate::denoiser::{Denoiser, Level};
+use crate::schedule::Schedule;
+use crate::tensor::{Batch, Coef, Dev, Rows};
+use anyhow::{bail, Result};
+use std::fmt::Debug;
+
+/// What an integrator step may use: the device (for noise), the schedule and the denoiser.
+/// Every denoiser call goes through [`StepCtx::denoise`], so the number of function evaluations
+/// (NFE) is counted exactly.
+pub struct StepCtx<'a> {
+    pub dev: &'a Dev,
+    pub schedule: &'a dyn Schedule,
+    pub denoiser: &'a dyn Denoiser,
+    nfe: usize,
+}
+
+impl<'a> StepCtx<'a> {
+    pub fn new(dev: &'a Dev, schedule: &'a dyn Schedule, denoiser: &'a dyn Denoiser) -> Self {
+        StepCtx {
+            dev,
+            schedule,
+            denoiser,
+            nfe: 0,
+        }
+    }
+
+    /// x_hat = E[x | z_t]; counts one function evaluation.
+    pub fn denoise(&mut self, z: &Batch, t: f64) -> Result<Batch> {
+        self.nfe += 1;
+        self.denoiser.denoise(z, &Level::at(self.schedule, t))
+    }
+
+    /// The denoiser's exact posterior variance tr(Var[x|z_t])/d at t, if it offers one.
+    /// Evaluated together with the mean, so it is not counted as a separate evaluation.
+    pub fn posterior_variance(&self, z: &Batch, t: f64) -> Option<Result<Rows>> {
+        self.denoiser
+            .posterior_variance(z, &Level::at(self.schedule, t))
+    }
+
+    /// Function evaluations so far.
+    pub fn nfe(&self) -> usize {
+        self.nfe
+    }
+}
+
+/// A sampler step, picked by `name` in the `[integrator]` config table.
+#[typetag::serde(tag = "name")]
+pub trait Integrator: Send + Sync + Debug {
+    /// One step from time t to time s < t (s may be 0, the last step).
+    fn step(&self, ctx: &mut StepCtx, z_t: Batch, t: f64, s: f64) -> Result<Batch>;
+
+    /// A deterministic step from a given prediction x_hat, with a time and an optional
+    /// posterior-variance estimate per row: the teacher step of distillation (Algorithm 1).
+    /// Integrators that need extra evaluations or noise cannot teach and say so.
+    fn teacher_step(&self, _args: TeacherStep) -> Result<Batch> {
+        bail!(
+            "integrator `{}` cannot be a distillation teacher (it needs a deterministic \
+             single-evaluation update); use `ddim` or `addim`",
+            self.typetag_name()
+        )
+    }
+}
+
+/// Inputs of [`Integrator::teacher_step`]: per-row times and an optional per-row x_var.
+pub struct TeacherStep<'a> {
+    pub dev: &'a Dev,
+    pub schedule: &'a dyn Schedule,
+    pub x_hat: &'a Batch,
+    pub z_t: &'a Batch,
+    pub t: &'a [f64],
+    pub s: &'a [f64],
+    /// tr(Var[x | z_t]) / d per row (e.g. eta * ||x_teacher - x||^2 / d).
+    pub x_var: Option<&'a Rows>,
+}
+
+/// Coefficients of a linear map `(x, z) -> cx * x + cz * z`, formed in f64.
+#[derive(Clone, Debug)]
+pub struct Linear2 {
+    pub cx: Coef,
+    pub cz: Coef,
+}
+
+impl Linear2 {
+    pub fn apply(&self, x: Batch, z: Batch) -> Batch {
+        self.cx.scale(x) + self.cz.scale(z)
+    }
+
+    fn from_pairs(dev: &Dev, pairs: Vec<(f64, f64)>) -> Self {
+        let (cx, cz): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
+        Linear2 {
+            cx: Coef::from_host(dev, &cx),
+            cz: Coef::from_host(dev, &cz),
+        }
+    }
+}
+
+/// DDIM (eq. 4) as coefficients: DDIM_{t->s}(x, z_t) = (alpha_s - alpha_t sigma_s/sigma_t) x
+/// + (sigma_s/sigma_t) z_t. With s == t it is the identity (also at t = s = 0, where the ratio is
+/// 0/0), which the multistep consistency loss relies on.
+pub fn ddim_coeffs(schedule: &dyn Schedule, t: f64, s: f64) -> (f64, f64) {
+    if s == t {
+        return (0.0, 1.0);
+    }
+    let (at, st) = schedule.alpha_sigma(t);
+    let (as_, ss) = schedule.alpha_sigma(s);
+    let r = ss / st;
+    (as_ - at * r, r)
+}
+
+/// Inverse DDIM (eq. 5) as coefficients: x = (z_s - (sigma_s/sigma_t) z_t) /
+/// (alpha_s - alpha_t sigma_s/sigma_t). The denominator is tiny for close t and s (about 1e-3 at
+/// 1280 teacher steps), which is why coefficients are formed in f64.
+pub fn inv_ddim_coeffs(schedule: &dyn Schedule, t: f64, s: f64) -> (f64, f64) {
+    let (a, r) = ddim_coeffs(schedule, t, s);
+    assert!(
+        a != 0.0,
+        "inv_ddim undefined for t = {t}, s = {s} (alpha_s - alpha_t sigma_s/sigma_t = 0)"
+    );
+    (1.0 / a, -r / a)
+}
+
+/// DDIM_{t->s}(x, z_t) for the whole batch at one (t, s).
+pub fn ddim_step(schedule: &dyn Schedule, x: Batch, z_t: Batch, t: f64, s: f64) -> Batch {
+    let (cx, cz) = ddim_coeffs(schedule, t, s);
+    Linear2 {
+        cx: Coef::Scalar(cx),
+        cz: Coef::Scalar(cz),
+    }
+    .apply(x, z_t)
+}
+
+/// invDDIM_{t->s}(z_s, z_t) for the whole batch at one (t, s).
+pub fn inv_ddim(schedule: &dyn Schedule, z_s: Batch, z_t: Batch, t: f64, s: f64) -> Batch {
+    let (cx, cz) = inv_ddim_coeffs(schedule, t, s);
+    Linear2 {
+        cx: Coef::Scalar(cx),
+        cz: Coef::Scalar(cz),
+    }
+    .apply(z_s, z_t)
+}
+
+/// DDIM with one (t, s) per row.
+pub fn ddim_step_rows(
+    dev: &Dev,
+    schedule: &dyn Schedule,
+    x: Batch,
+    z_t: Batch,
+    t: &[f64],
+    s: &[f64],
+) -> Batch {
+    let pairs = t
+        .iter()
+        .zip(s)
+        .map(|(&t, &s)| ddim_coeffs(schedule, t, s))
+        .collect();
+    Linear2::from_pairs(dev, pairs).apply(x, z_t)
+}
+
+/// Inverse DDIM with one (t, s) per row.
+pub fn inv_ddim_rows(
+    dev: &Dev,
+    schedule: &dyn Schedule,
+    z_s: Batch,
+    z_t: Batch,
+    t: &[f64],
+    s: &[f64],
+) -> Batch {
+    let pairs = t
+        .iter()
+        .zip(s)
+        .map(|(&t, &s)| inv_ddim_coeffs(schedule, t, s))
+        .collect();
+    Linear2::from_pairs(dev, pairs).apply(z_s, z_t)
+}

@@ -1,0 +1,28 @@
+//! fewstep: few-step diffusion sampling and distillation.
+//!
+//! The core defines four plugin traits — [`schedule::Schedule`], [`integrator::Integrator`],
+//! [`denoiser::DenoiserSpec`]/[`denoiser::Denoiser`] and [`objective::DistillObjective`] — and
+//! never names a concrete plugin. Plugins live under `plugins/`, one file each, and register
+//! themselves with `typetag` (config by `name`) and [`register_plugin!`] (listing and schemas).
+
+// Plugins are written against `fewstep::...` paths, exactly as in an out-of-tree plugin crate.
+extern crate self as fewstep;
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod denoiser;
+pub mod integrator;
+pub mod objective;
+pub mod registry;
+pub mod sampling;
+pub mod schedule;
+pub mod tensor;
+
+/// The built-in plugins (schedules, integrators, denoisers, objectives).
+#[path = "../plugins/mod.rs"]
+pub mod plugins;
+
+// Re-exported for `register_plugin!` in plugin crates.
+pub use inventory;
+pub use schemars;

@@ -1,0 +1,92 @@
+//! Training objectives: the diffusion loss and the distillation losses, picked by `name` in the
+//! `[objective]` config table. The trainer owns the network and optimiser; an objective only
+//! turns a data batch into a scalar loss with a gradient tape.
+
+use crate::denoiser::{Denoiser, Level};
+use crate::schedule::Schedule;
+use crate::tensor::{Batch, Dev};
+use anyhow::{anyhow, Result};
+use dfdx::prelude::*;
+use rand::rngs::StdRng;
+use std::fmt::Debug;
+
+/// A batch whose operations are being recorded for backpropagation.
+pub type TapedBatch = Tensor<(usize, usize), f32, Dev, OwnedTape<f32, Dev>>;
+/// A scalar loss with its tape.
+pub type Loss = Tensor<(), f32, Dev, OwnedTape<f32, Dev>>;
+
+/// The network being trained, seen from an objective.
+pub trait Student: Denoiser {
+    /// x_hat for `z`, recording the student's parameters on the tape of `z`.
+    fn denoise_taped(&self, z: TapedBatch, level: &Level) -> Result<TapedBatch>;
+}
+
+/// Everything one loss evaluation may use.
+pub struct ObjectiveCtx<'a> {
+    pub dev: &'a Dev,
+    /// The training schedule (times map to noise levels through it).
+    pub schedule: &'a dyn Schedule,
+    /// The model being trained, with gradients.
+    pub student: &'a dyn Student,
+    /// The no-gradient copy of the student for targets such as nograd f(z_s, s).
+    pub target: &'a dyn Denoiser,
+    /// The teacher of distillation, if the run has one.
+    pub teacher: Option<&'a dyn Denoiser>,
+    /// Training iteration (for annealed schedules such as the teacher-step count).
+    pub iteration: u64,
+    /// Host randomness for times and discrete choices; seeded, so runs repeat on CPU.
+    pub rng: &'a mut StdRng,
+    grads: Option<Gradients<f32, Dev>>,
+}
+
+impl<'a> ObjectiveCtx<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dev: &'a Dev,
+        schedule: &'a dyn Schedule,
+        student: &'a dyn Student,
+        target: &'a dyn Denoiser,
+        teacher: Option<&'a dyn Denoiser>,
+        iteration: u64,
+        rng: &'a mut StdRng,
+        grads: Gradients<f32, Dev>,
+    ) -> Self {
+        ObjectiveCtx {
+            dev,
+            schedule,
+            student,
+            target,
+            teacher,
+            iteration,
+            rng,
+            grads: Some(grads),
+        }
+    }
+
+    /// The student's prediction with gradients. One taped forward pass per loss.
+    pub fn student_taped(&mut self, z: Batch, level: &Level) -> Result<TapedBatch> {
+        let grads = self.grads.take().ok_or_else(|| {
+            anyhow!("an objective may run the student with gradients only once per loss")
+        })?;
+        self.student.denoise_taped(z.traced(grads), level)
+    }
+
+    /// The teacher, or an error naming what is missing.
+    pub fn teacher(&self) -> Result<&'a dyn Denoiser> {
+        self.teacher
+            .ok_or_else(|| anyhow!("this objective needs a teacher: set `teacher` in the config"))
+    }
+}
+
+/// A training loss, picked by `name` in the `[objective]` table.
+#[typetag::serde(tag = "name")]
+pub trait DistillObjective: Send + Sync + Debug {
+    /// The loss of one data batch `x` (`[batch, dim]`).
+    fn loss(&self, ctx: &mut ObjectiveCtx, x: &Batch) -> Result<Loss>;
+
+    /// The student's sampling steps S, if the objective trains a fixed-step student (recorded
+    /// in its checkpoints so `fewstep sample` uses the right grid).
+    fn student_steps(&self) -> Option<usize> {
+        None
+    }
+}

@@ -1,0 +1,87 @@
+//! The tensor types every plugin shares: a batch of flattened samples `[batch, dim]` on dfdx's
+//! `AutoDevice` (CPU by default, CUDA with the `cuda` feature), and per-row coefficients.
+
+use dfdx::prelude::*;
+
+/// The device every tensor lives on: `Cpu` by default, `Cuda` with the `cuda` feature.
+pub type Dev = AutoDevice;
+/// A batch of flattened samples, `[batch, dim]`.
+pub type Batch = Tensor<(usize, usize), f32, Dev>;
+/// One value per row of a batch, `[batch]`.
+pub type Rows = Tensor<(usize,), f32, Dev>;
+
+/// A device seeded for reproducible noise: same seed, same samples on CPU.
+pub fn seeded_device(seed: u64) -> Dev {
+    Dev::seed_from_u64(seed)
+}
+
+/// A coefficient that multiplies a batch: either one number for every row (samplers, where the
+/// whole batch sits at one time) or one number per row (training objectives, where each example
+/// has its own time). Scalars are kept in f64 so step coefficients can be formed in f64 first.
+#[derive(Clone, Debug)]
+pub enum Coef {
+    Scalar(f64),
+    Rows(Rows),
+}
+
+impl Coef {
+    /// Per-row coefficients from host values (computed in f64, stored as f32).
+    pub fn from_host(dev: &Dev, values: &[f64]) -> Self {
+        let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+        Coef::Rows(dev.tensor_from_vec(v, (values.len(),)))
+    }
+
+    /// `self * x`, broadcasting per-row values along the feature axis.
+    pub fn scale(&self, x: Batch) -> Batch {
+        match self {
+            Coef::Scalar(c) => x * (*c as f32),
+            Coef::Rows(r) => {
+                let shape = *x.shape();
+                r.clone().broadcast_like::<_, Axis<1>>(&shape) * x
+            }
+        }
+    }
+
+    /// The coefficient as one value per row of a batch of `batch` rows.
+    pub fn to_rows(&self, dev: &Dev, batch: usize) -> Rows {
+        match self {
+            Coef::Scalar(c) => dev.ones_like(&(batch,)) * (*c as f32),
+            Coef::Rows(r) => r.clone(),
+        }
+    }
+
+    /// The scalar value, if this is a scalar.
+    pub fn as_scalar(&self) -> Option<f64> {
+        match self {
+            Coef::Scalar(c) => Some(*c),
+            Coef::Rows(_) => None,
+        }
+    }
+}
+
+/// Squared L2 norm of each row: `[batch, dim] -> [batch]`.
+pub fn row_sq_norm(x: &Batch) -> Rows {
+    x.clone().square().sum::<(usize,), Axis<1>>()
+}
+
+/// Per-row values broadcast to the shape of `like`.
+pub fn rows_like(r: Rows, like: &Batch) -> Batch {
+    let shape = *like.shape();
+    r.broadcast_like::<_, Axis<1>>(&shape)
+}
+
+/// A batch from host data (row-major `[batch, dim]`).
+pub fn batch_from_vec(dev: &Dev, data: Vec<f32>, batch: usize, dim: usize) -> Batch {
+    assert_eq!(
+        data.len(),
+        batch * dim,
+        "batch_from_vec: {} values for {batch}x{dim}",
+        data.len()
+    );
+    dev.tensor_from_vec(data, (batch, dim))
+}
+
+/// Standard normal noise `[batch, dim]` from the device's seeded generator.
+pub fn normal(dev: &Dev, batch: usize, dim: usize) -> Batch {
+    dev.sample_normal_like(&(batch, dim))
+}

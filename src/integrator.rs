@@ -98,7 +98,7 @@ impl Linear2 {
 }
 
 /// DDIM (eq. 4) as coefficients: DDIM_{t->s}(x, z_t) = (alpha_s - alpha_t sigma_s/sigma_t) x
-/// + (sigma_s/sigma_t) z_t. With s == t it is the identity (also at t = s = 0, where the ratio is
+/// plus (sigma_s/sigma_t) z_t. With s == t it is the identity (also at t = s = 0, where the ratio is
 /// 0/0), which the multistep consistency loss relies on.
 pub fn ddim_coeffs(schedule: &dyn Schedule, t: f64, s: f64) -> (f64, f64) {
     if s == t {

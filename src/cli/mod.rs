@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod data;
 mod list;
 mod sample;
 
@@ -26,6 +27,9 @@ pub enum Command {
     List(list::Args),
     /// Draw samples with any schedule, integrator and denoiser.
     Sample(sample::Args),
+    /// Datasets: make built-in sets, import, inspect.
+    #[command(subcommand)]
+    Data(data::DataCmd),
 }
 
 /// Parses arguments, runs the command, prints errors with their causes.
@@ -35,6 +39,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::List(a) => list::run(a),
         Command::Sample(a) => sample::run(a),
+        Command::Data(c) => data::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -48,7 +48,8 @@ pub fn make_set(name: &str, n: usize, seed: u64) -> Result<BuiltSet> {
 pub fn write_set(path: &Path, set: &BuiltSet, source: &str) -> Result<()> {
     write_with(path, |file| {
         write_array(file, "data", &set.data)?;
-        write_str_attr(&file.dataset("data")?, "source", source)?;
+        let ds = file.dataset("data")?;
+        write_str_attr(&ds, "source", source)?;
         if let Some(labels) = &set.labels {
             file.new_dataset_builder()
                 .with_data(labels.as_slice())

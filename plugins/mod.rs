@@ -5,3 +5,9 @@ pub mod cosine;
 
 // Integrators
 pub mod ddim;
+
+// Denoisers
+pub mod mlp;
+
+// Objectives
+pub mod diffusion;

@@ -13,11 +13,13 @@ pub mod config;
 pub mod data;
 pub mod denoiser;
 pub mod integrator;
+pub mod network;
 pub mod objective;
 pub mod registry;
 pub mod sampling;
 pub mod schedule;
 pub mod tensor;
+pub mod train;
 
 /// The built-in plugins (schedules, integrators, denoisers, objectives).
 #[path = "../plugins/mod.rs"]

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 mod data;
 mod list;
 mod sample;
+pub mod train;
 
 /// Few-step diffusion sampling and distillation (aDDIM, multistep consistency, progressive
 /// distillation). Every schedule, sampler, denoiser and objective is a plugin picked by name:
@@ -27,6 +28,8 @@ pub enum Command {
     List(list::Args),
     /// Draw samples with any schedule, integrator and denoiser.
     Sample(sample::Args),
+    /// Train a network denoiser (diffusion teacher or distilled student) with checkpoints.
+    Train(train::Args),
     /// Datasets: make built-in sets, import, inspect.
     #[command(subcommand)]
     Data(data::DataCmd),
@@ -40,6 +43,7 @@ pub fn main() -> ExitCode {
         Command::List(a) => list::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Data(c) => data::run(c),
+        Command::Train(a) => train::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,3 +5,6 @@ pub mod cosine;
 
 // Integrators
 pub mod ddim;
+
+// Denoisers
+pub mod gmm;

@@ -16,3 +16,6 @@ pub mod noise_ddim;
 
 // Shared by plugins: aDDIM's x_var estimate (`addim`, `noise-ddim`)
 pub mod xvar;
+
+// Denoisers
+pub mod gmm;

@@ -2,11 +2,23 @@
 
 // Schedules
 pub mod cosine;
+pub mod interpolated_cosine;
+pub mod karras;
+pub mod linear;
+pub mod shifted_cosine;
 
 // Integrators
+pub mod addim;
 pub mod ddim;
+pub mod ddpm;
+pub mod heun;
+pub mod noise_ddim;
+
+// Shared by plugins: aDDIM's x_var estimate (`addim`, `noise-ddim`)
+pub mod xvar;
 
 // Denoisers
+pub mod gmm;
 pub mod mlp;
 
 // Objectives

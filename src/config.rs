@@ -87,3 +87,27 @@ pub fn plugin_from_toml<T: DeserializeOwned>(text: &str) -> Result<T> {
 pub fn to_toml<T: serde::Serialize>(config: &T) -> Result<String> {
     toml::to_string(config).context("cannot serialise config to TOML")
 }
+
+/// `deserialize_with` check for a parameter that must be a finite number > 0.
+pub fn positive<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = <f64 as serde::Deserialize>::deserialize(d)?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected a finite number > 0, got {v}"
+        )))
+    }
+}
+
+/// `deserialize_with` check for a parameter that must be a finite number >= 0.
+pub fn non_negative<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = <f64 as serde::Deserialize>::deserialize(d)?;
+    if v >= 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "expected a finite number >= 0, got {v}"
+        )))
+    }
+}

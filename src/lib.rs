@@ -8,6 +8,7 @@
 // Plugins are written against `fewstep::...` paths, exactly as in an out-of-tree plugin crate.
 extern crate self as fewstep;
 
+pub mod calibration;
 pub mod cli;
 pub mod config;
 pub mod data;

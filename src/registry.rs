@@ -2,7 +2,7 @@
 //! [`register_plugin!`](crate::register_plugin) macro) next to its `typetag` impl, so the core
 //! can list, describe and schema-check plugins without naming any of them.
 
-use schemars::schema::RootSchema;
+use schemars::schema::{RootSchema, SchemaObject};
 
 /// The kinds of plugin, as they appear as config table names.
 pub mod kind {
@@ -53,16 +53,7 @@ pub fn fields(info: &PluginInfo) -> Vec<(String, String, String)> {
         .iter()
         .map(|(name, s)| {
             let s = s.clone().into_object();
-            let ty = s
-                .instance_type
-                .as_ref()
-                .map(|t| {
-                    serde_json::to_value(t)
-                        .unwrap_or_default()
-                        .to_string()
-                        .replace('"', "")
-                })
-                .unwrap_or_else(|| "object".into());
+            let ty = type_name(&resolve(&root, &s));
             let desc = s
                 .metadata
                 .as_ref()
@@ -81,6 +72,43 @@ pub fn fields(info: &PluginInfo) -> Vec<(String, String, String)> {
             )
         })
         .collect()
+}
+
+/// The schema a field refers to (a field of enum or struct type is `allOf: [{$ref}]`).
+fn resolve(root: &RootSchema, s: &SchemaObject) -> SchemaObject {
+    let target = s
+        .subschemas
+        .as_ref()
+        .and_then(|sub| sub.all_of.as_ref())
+        .and_then(|all| all.first())
+        .map(|r| r.clone().into_object())
+        .and_then(|r| r.reference)
+        .and_then(|r| {
+            root.definitions
+                .get(r.trim_start_matches("#/definitions/"))
+                .cloned()
+        });
+    target.map_or_else(|| s.clone(), |t| t.into_object())
+}
+
+/// "number", "[string,null]", or the choices of an enum: "analytic|exact|table".
+fn type_name(s: &SchemaObject) -> String {
+    if let Some(values) = &s.enum_values {
+        return values
+            .iter()
+            .map(|v| v.to_string().replace('"', ""))
+            .collect::<Vec<_>>()
+            .join("|");
+    }
+    s.instance_type
+        .as_ref()
+        .map(|t| {
+            serde_json::to_value(t)
+                .unwrap_or_default()
+                .to_string()
+                .replace('"', "")
+        })
+        .unwrap_or_else(|| "object".into())
 }
 
 /// Registers a plugin for `fewstep list` and the schemas. Use beside the plugin's

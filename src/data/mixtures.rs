@@ -1,8 +1,76 @@
-//! The built-in Gaussian-mixture sets (filled in by the gmm work).
+//! The built-in Gaussian-mixture sets: rows drawn exactly from the mixture, stored with its
+//! parameters so the `gmm` denoiser can give the exact E[x | z_t].
 
 use super::builtin::BuiltSet;
+use super::{DataArray, Mixture};
 use anyhow::{bail, Result};
+use rand::distributions::{Distribution, WeightedIndex};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use std::f64::consts::TAU;
 
-pub fn make(name: &str, _n: usize, _seed: u64) -> Result<BuiltSet> {
-    bail!("built-in mixture `{name}` is not implemented yet")
+/// gmm64's means and weights come from this seed, not the sample seed, so every gmm64 file
+/// holds the same mixture.
+const GMM64_SEED: u64 = 0x0067_6d6d_3634;
+
+/// The mixture behind built-in set `name`.
+pub fn mixture(name: &str) -> Result<Mixture> {
+    match name {
+        // The paper's Figure 1: two well-separated equal modes, total variance ~1 like the prior.
+        "two-modes" => Mixture::new(vec![0.5, 0.5], vec![-1.0, 1.0], vec![0.1, 0.1], 1),
+        "ring8" => {
+            let means = (0..8)
+                .flat_map(|k| {
+                    let a = TAU * k as f64 / 8.0;
+                    [a.cos(), a.sin()]
+                })
+                .collect();
+            Mixture::new(vec![1.0; 8], means, vec![0.05; 8], 2)
+        }
+        "gmm64" => {
+            let (k, d) = (10, 64);
+            let mut rng = StdRng::seed_from_u64(GMM64_SEED);
+            let mut means = Vec::with_capacity(k * d);
+            for _ in 0..k {
+                let mu: Vec<f64> = (0..d).map(|_| rng.sample(StandardNormal)).collect();
+                let norm = mu.iter().map(|x| x * x).sum::<f64>().sqrt();
+                means.extend(mu.iter().map(|x| x / norm));
+            }
+            // Unequal weights 1..=10 (normalised), so a sampler that favours modes shows.
+            let weights = (1..=k).map(|w| w as f64).collect();
+            Mixture::new(weights, means, vec![0.1; k], d)
+        }
+        other => bail!("`{other}` is not a built-in mixture; valid: two-modes, ring8, gmm64"),
+    }
+}
+
+/// `n` rows of set `name` drawn from `seed`, labelled by component.
+pub fn make(name: &str, n: usize, seed: u64) -> Result<BuiltSet> {
+    if n == 0 {
+        bail!("a dataset needs at least one row (got --n 0)");
+    }
+    let m = mixture(name)?;
+    let (values, labels) = sample(&m, n, &mut StdRng::seed_from_u64(seed));
+    Ok(BuiltSet {
+        data: DataArray::new(values, vec![n, m.dim]),
+        labels: Some(labels),
+        mixture: Some(m),
+    })
+}
+
+/// `n` exact draws (row-major `[n, D]`) and the component each came from.
+pub fn sample(m: &Mixture, n: usize, rng: &mut StdRng) -> (Vec<f32>, Vec<i64>) {
+    let pick = WeightedIndex::new(&m.weights).expect("Mixture::new checked the weights");
+    let mut values = Vec::with_capacity(n * m.dim);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = pick.sample(rng);
+        labels.push(k as i64);
+        for &mu in m.mean(k) {
+            let e: f64 = rng.sample(StandardNormal);
+            values.push((mu + m.stds[k] * e) as f32);
+        }
+    }
+    (values, labels)
 }

@@ -1,0 +1,103 @@
+//! Shared test helpers: a closed-form denoiser for Gaussian data and small tensor utilities.
+#![allow(dead_code)]
+
+use anyhow::Result;
+use dfdx::shapes::HasShape;
+use dfdx::tensor::TensorFromVec;
+use fewstep::config::plugin_from_toml;
+use fewstep::denoiser::{Denoiser, Level};
+use fewstep::integrator::Integrator;
+use fewstep::schedule::Schedule;
+use fewstep::tensor::{batch_from_vec, Batch, Coef, Dev, Rows};
+
+/// Data x ~ N(mean, std^2 I): with z = alpha x + sigma eps, E[x|z] = mean + g (z - alpha mean),
+/// g = alpha std^2 / (alpha^2 std^2 + sigma^2), and Var[x|z] = std^2 sigma^2 / (alpha^2 std^2 +
+/// sigma^2) in every coordinate. Computed on the host in f64.
+pub struct Gaussian {
+    pub dev: Dev,
+    pub mean: Vec<f64>,
+    pub std: f64,
+}
+
+impl Gaussian {
+    /// (g, Var[x|z]) at (alpha, sigma).
+    pub fn gain_var(&self, alpha: f64, sigma: f64) -> (f64, f64) {
+        let v = self.std * self.std;
+        let denom = alpha * alpha * v + sigma * sigma;
+        (alpha * v / denom, v * sigma * sigma / denom)
+    }
+
+    /// Where the probability-flow ODE takes z_t to at time s: the standardised
+    /// (z - alpha m) / sqrt(alpha^2 std^2 + sigma^2) is constant along it.
+    pub fn flow(&self, schedule: &dyn Schedule, z_t: &[f32], t: f64, s: f64) -> Vec<f64> {
+        let ((at, st), (as_, ss)) = (schedule.alpha_sigma(t), schedule.alpha_sigma(s));
+        let v = self.std * self.std;
+        let ratio = (as_ * as_ * v + ss * ss).sqrt() / (at * at * v + st * st).sqrt();
+        let d = self.mean.len();
+        z_t.iter()
+            .enumerate()
+            .map(|(i, &z)| {
+                let m = self.mean[i % d];
+                as_ * m + ratio * (f64::from(z) - at * m)
+            })
+            .collect()
+    }
+}
+
+/// A coefficient as one f64 per row.
+pub fn per_row(c: &Coef, rows: usize) -> Vec<f64> {
+    match c {
+        Coef::Scalar(v) => vec![*v; rows],
+        Coef::Rows(r) => r.as_vec().into_iter().map(f64::from).collect(),
+    }
+}
+
+impl Denoiser for Gaussian {
+    fn dim(&self) -> usize {
+        self.mean.len()
+    }
+
+    fn denoise(&self, z: &Batch, level: &Level) -> Result<Batch> {
+        let (n, d) = *z.shape();
+        let (a, s) = (per_row(&level.alpha, n), per_row(&level.sigma, n));
+        let zv = z.as_vec();
+        let out = (0..n * d)
+            .map(|k| {
+                let (i, m) = (k / d, self.mean[k % d]);
+                let (g, _) = self.gain_var(a[i], s[i]);
+                (m + g * (f64::from(zv[k]) - a[i] * m)) as f32
+            })
+            .collect();
+        Ok(batch_from_vec(&self.dev, out, n, d))
+    }
+
+    fn posterior_variance(&self, z: &Batch, level: &Level) -> Option<Result<Rows>> {
+        let n = z.shape().0;
+        let (a, s) = (per_row(&level.alpha, n), per_row(&level.sigma, n));
+        let v: Vec<f32> = (0..n).map(|i| self.gain_var(a[i], s[i]).1 as f32).collect();
+        Some(Ok(self.dev.tensor_from_vec(v, (n,))))
+    }
+}
+
+pub fn schedule(toml: &str) -> Box<dyn Schedule> {
+    plugin_from_toml(toml).unwrap_or_else(|e| panic!("{toml}: {e}"))
+}
+
+pub fn integrator(toml: &str) -> Box<dyn Integrator> {
+    plugin_from_toml(toml).unwrap_or_else(|e| panic!("{toml}: {e}"))
+}
+
+/// Largest |a - b| over all entries.
+pub fn max_diff(a: &Batch, b: &Batch) -> f64 {
+    a.as_vec()
+        .iter()
+        .zip(b.as_vec())
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .fold(0.0, f64::max)
+}
+
+/// Row `i` of a batch as a one-row batch.
+pub fn row(dev: &Dev, b: &Batch, i: usize) -> Batch {
+    let d = b.shape().1;
+    batch_from_vec(dev, b.as_vec()[i * d..(i + 1) * d].to_vec(), 1, d)
+}

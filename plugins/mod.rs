@@ -20,6 +20,7 @@ pub mod xvar;
 // Denoisers
 pub mod gmm;
 pub mod mlp;
+pub mod uvit;
 
 // Objectives
 pub mod diffusion;

@@ -3,9 +3,11 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bench;
+mod calibrate;
 mod data;
 mod list;
-mod sample;
+pub mod sample;
 pub mod train;
 
 /// Few-step diffusion sampling and distillation (aDDIM, multistep consistency, progressive
@@ -33,6 +35,11 @@ pub enum Command {
     /// Datasets: make built-in sets, import, inspect.
     #[command(subcommand)]
     Data(data::DataCmd),
+    /// Measure a trained network's aDDIM variance table x_var(t) on data (for `variance = "table"`).
+    Calibrate(calibrate::Args),
+    /// Throughput measurements: `fewstep bench train --model mlp --dim 64 --batch 4096`.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 /// Parses arguments, runs the command, prints errors with their causes.
@@ -44,6 +51,8 @@ pub fn main() -> ExitCode {
         Command::Sample(a) => sample::run(a),
         Command::Data(c) => data::run(c),
         Command::Train(a) => train::run(a),
+        Command::Bench(c) => bench::run(c),
+        Command::Calibrate(a) => calibrate::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

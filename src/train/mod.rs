@@ -7,6 +7,7 @@
 //! is seeded and a resumed run skips the batches already used. So on CPU, N steps then a resume
 //! to 2N gives bit-identical weights to 2N steps straight.
 
+pub mod calibrate;
 pub mod checkpoint;
 
 use crate::data::loader::{Loader, LoaderConfig};

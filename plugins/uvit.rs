@@ -31,6 +31,12 @@ pub enum Size {
     Small,
 }
 
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(if *self == Size::Tiny { "tiny" } else { "small" })
+    }
+}
+
 /// Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x)) with GELU.
 #[derive(Clone, Debug)]
 pub struct Block<
@@ -192,7 +198,7 @@ impl UVit {
         ctx: &NetCtx,
     ) -> anyhow::Result<Box<dyn Network>> {
         assert!(S % PS == 0 && N == (S / PS) * (S / PS) && P == C * PS * PS, "inconsistent preset");
-        let about = format!("uvit {:?} {C}x{S}x{S} patch {PS} width {W} blocks {}", self.size, 2 * L + 1);
+        let about = format!("uvit {} {C}x{S}x{S} patch {PS} width {W} blocks {}", self.size, 2 * L + 1);
         // A zero output layer starts at v = 0, i.e. x_hat = alpha z.
         build_network::<UVitNet<C, S, PS, N, P, W, H, F, L>>(ctx, C * S * S, about, |net| {
             net.head.1.weight.fill_with_zeros();
@@ -219,7 +225,7 @@ impl DenoiserSpec for UVit {
             ([3, 32, 32], Small) => self.net::<3, 32, 4, 64, 48, 256, 4, 1024, 2>(ctx),
             ([3, 64, 64], Small) => self.net::<3, 64, 8, 64, 192, 256, 4, 1024, 2>(ctx),
             (shape, size) => anyhow::bail!(
-                "uvit has no {size:?} preset for rows of shape {shape:?}: dfdx fixes shapes at \
+                "uvit has no {size} preset for rows of shape {shape:?}: dfdx fixes shapes at \
                  compile time, and the built-in presets are small for 1x16x16, 3x16x16, 3x32x32, \
                  3x64x64 and tiny for 1x16x16, 3x16x16 (use `mlp` for vectors)"
             ),

@@ -392,3 +392,39 @@ fn sampling_a_run_folder_uses_its_network_and_shape() {
     let again = fewstep::data::read_data(&samples).unwrap();
     assert_eq!(again, drawn);
 }
+
+#[test]
+fn init_copies_a_checkpoint_and_a_teacher_loads() {
+    let r = ring8_run();
+    let a = train(
+        &config(&r.data, &r.out.join("a"), "steps = 5"),
+        false,
+        false,
+    )
+    .unwrap();
+    let extra = format!(
+        "steps = 1\nlr = 1e-20\ninit = {:?}\nteacher = {:?}",
+        a.checkpoint.display().to_string(),
+        r.out.join("a").display().to_string()
+    );
+    let b = train(&config(&r.data, &r.out.join("b"), &extra), false, false).unwrap();
+    let (a, b) = (state(&a.checkpoint), state(&b.checkpoint));
+    // One step at lr 1e-20 leaves the copied weights where they were (to f32 rounding).
+    for (k, t) in a.iter().filter(|(k, _)| k.starts_with("ema.")) {
+        for part in ["net", "ema"] {
+            let other = &b[&k.replacen("ema", part, 1)];
+            let diff = t
+                .values
+                .iter()
+                .zip(&other.values)
+                .map(|(x, y)| (x - y).abs());
+            assert!(diff.fold(0f32, f32::max) < 1e-6, "{part} of {k}");
+        }
+    }
+    let missing = format!("steps = 1\nteacher = {:?}", "no/such/run");
+    let err = train(&config(&r.data, &r.out.join("c"), &missing), false, false).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("cannot load the teacher"),
+        "{err:#}"
+    );
+}

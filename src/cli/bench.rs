@@ -55,6 +55,7 @@ fn train(a: TrainArgs) -> Result<()> {
         .file(a.config.as_deref())?
         .plugin("denoiser", Some(&a.model))
         .set("batch", Some(a.batch as i64))
+        .set("data", Some("(random rows)"))
         .build()?;
     let dev = seeded_device(cfg.seed);
     let mut net = cfg.denoiser.network(&NetCtx {

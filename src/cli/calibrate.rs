@@ -3,7 +3,6 @@
 use crate::calibration::Calibration;
 use crate::config::plugin_from_toml;
 use crate::data::loader::{Loader, LoaderConfig};
-use crate::denoiser::{BuildCtx, DenoiserSpec};
 use crate::schedule::{uniform_grid, Schedule};
 use crate::tensor::seeded_device;
 use crate::train::{calibrate, checkpoint};
@@ -49,8 +48,6 @@ pub fn run(a: Args) -> Result<()> {
     }
     let path = checkpoint::resolve(&a.checkpoint)?;
     let meta = checkpoint::load(&path, &[])?.meta;
-    let spec: Box<dyn DenoiserSpec> =
-        toml::Value::Table(checkpoint::denoiser_table(&meta)?).try_into()?;
     let schedule: Box<dyn Schedule> = match &a.schedule {
         Some(name) => plugin_from_toml(&format!("name = {name:?}"))?,
         None => {
@@ -63,11 +60,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     let dev = seeded_device(a.seed);
-    let denoiser = spec.build(&BuildCtx {
-        dev: dev.clone(),
-        data: None,
-        checkpoint: Some(path.clone()),
-    })?;
+    let denoiser = checkpoint::load_sampler(&path, &dev)?;
     let mut loader = Loader::open(
         &a.data,
         LoaderConfig {

@@ -5,6 +5,7 @@
 
 use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec, NetCtx};
 use crate::network::{HostTensor, StateDict};
+use crate::tensor::Dev;
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
@@ -243,4 +244,19 @@ pub fn load_denoiser(spec: &dyn DenoiserSpec, ctx: &BuildCtx) -> Result<Box<dyn 
         )
     })?;
     Ok(net.into_ema())
+}
+
+/// The EMA network of a checkpoint (file or run folder), built from the checkpoint's own
+/// `[denoiser]` table: a teacher, or any trained model to evaluate.
+pub fn load_sampler(path: &Path, dev: &Dev) -> Result<Box<dyn Denoiser>> {
+    let path = resolve(path)?;
+    let meta = load(&path, &[])?.meta;
+    let spec: Box<dyn DenoiserSpec> = toml::Value::Table(denoiser_table(&meta)?)
+        .try_into()
+        .with_context(|| format!("the [denoiser] of {}", path.display()))?;
+    spec.build(&BuildCtx {
+        dev: dev.clone(),
+        data: None,
+        checkpoint: Some(path),
+    })
 }

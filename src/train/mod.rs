@@ -12,7 +12,7 @@ pub mod checkpoint;
 
 use crate::data::loader::{Loader, LoaderConfig};
 use crate::denoiser::{Denoiser, DenoiserSpec, NetCtx};
-use crate::network::{AdamW, Network, PARTS};
+use crate::network::{AdamW, Network, StateDict, PARTS};
 use crate::objective::{DistillObjective, ObjectiveCtx};
 use crate::schedule::Schedule;
 use crate::tensor::{batch_from_vec, seeded_device, Batch, Dev};
@@ -56,6 +56,14 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Steps per line of `log.jsonl` (and progress-bar update).
     pub log_every: u64,
+    /// Teacher of distillation objectives: a checkpoint (file or run folder) whose EMA network,
+    /// built from its own config, is passed to the objective.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<PathBuf>,
+    /// Start from this checkpoint's EMA weights (weights and EMA; fresh AdamW), e.g. a student
+    /// initialised from its teacher. Ignored when resuming.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
     pub schedule: Box<dyn Schedule>,
     pub denoiser: Box<dyn DenoiserSpec>,
     pub objective: Box<dyn DistillObjective>,
@@ -200,6 +208,13 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         init: true,
     })?;
     tracing::info!("network: {}", net.describe());
+    let teacher = match &cfg.teacher {
+        Some(path) => Some(
+            checkpoint::load_sampler(path, &dev)
+                .with_context(|| format!("cannot load the teacher {}", path.display()))?,
+        ),
+        None => None,
+    };
 
     let mut start = 0;
     let mut last = None;
@@ -238,6 +253,20 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
             cfg.out.display(),
             path.display()
         );
+    } else if let Some(init) = &cfg.init {
+        let path = checkpoint::resolve(init)?;
+        let ck = checkpoint::load(&path, &["ema"])?;
+        let both: StateDict = ck
+            .state
+            .iter()
+            .flat_map(|(k, t)| {
+                let name = k.trim_start_matches("ema.");
+                [(format!("net.{name}"), t.clone()), (k.clone(), t.clone())]
+            })
+            .collect();
+        net.load_state(&both, &["net", "ema"])
+            .with_context(|| format!("{} holds {}", path.display(), ck.meta.network))?;
+        tracing::info!("initialised from {}", path.display());
     }
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("cannot create {}", cfg.out.display()))?;
@@ -263,14 +292,15 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
     for step in start..cfg.steps {
         let b = loader.next_batch()?;
         let x = batch_from_vec(&dev, b.values, b.rows, dim);
-        let stats = train_step(cfg, &dev, net.as_mut(), None, &x, step).map_err(|e| {
-            bar.abandon();
-            let kept = match &last {
-                Some(p) => format!("the last good checkpoint is {}", p.display()),
-                None => "no checkpoint was written yet".to_string(),
-            };
-            e.context(format!("training stopped; {kept}"))
-        })?;
+        let stats =
+            train_step(cfg, &dev, net.as_mut(), teacher.as_deref(), &x, step).map_err(|e| {
+                bar.abandon();
+                let kept = match &last {
+                    Some(p) => format!("the last good checkpoint is {}", p.display()),
+                    None => "no checkpoint was written yet".to_string(),
+                };
+                e.context(format!("training stopped; {kept}"))
+            })?;
         window.add(&stats);
         let done = step + 1;
         if done % cfg.log_every == 0 || done == cfg.steps {

@@ -27,7 +27,7 @@ BENCHES=()
 while [ $# -gt 0 ]; do
   case $1 in
     --bench) BENCHES+=("$2"); shift 2 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "build-cuda.sh: unknown argument '$1' (valid: --bench NAME, --help)" >&2; exit 2 ;;
   esac
 done

@@ -18,6 +18,7 @@ pub mod objective;
 pub mod registry;
 pub mod sampling;
 pub mod schedule;
+pub mod schema;
 pub mod tensor;
 
 /// The built-in plugins (schedules, integrators, denoisers, objectives).

@@ -13,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod denoiser;
 pub mod integrator;
+pub mod metrics;
 pub mod objective;
 pub mod registry;
 pub mod sampling;

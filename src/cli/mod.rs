@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod data;
+mod eval;
 mod list;
 mod sample;
 
@@ -30,6 +31,8 @@ pub enum Command {
     /// Datasets: make built-in sets, import, inspect.
     #[command(subcommand)]
     Data(data::DataCmd),
+    /// Score samples against a reference set: FD, sliced W2, and for mixtures NLL and mode KL.
+    Eval(eval::Args),
 }
 
 /// Parses arguments, runs the command, prints errors with their causes.
@@ -40,6 +43,7 @@ pub fn main() -> ExitCode {
         Command::List(a) => list::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Data(c) => data::run(c),
+        Command::Eval(a) => eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod data;
 pub mod denoiser;
 pub mod integrator;
+pub mod metrics;
 pub mod objective;
 pub mod registry;
 pub mod sampling;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod completions;
 mod data;
+mod eval;
 mod list;
 mod sample;
 pub mod schema;
@@ -50,6 +51,8 @@ pub enum Command {
     /// `fewstep completions zsh > ~/.zfunc/_fewstep` with `~/.zfunc` in `fpath`, or
     /// `fewstep completions fish > ~/.config/fish/completions/fewstep.fish`.
     Completions(completions::Args),
+    /// Score samples against a reference set: FD, sliced W2, and for mixtures NLL and mode KL.
+    Eval(eval::Args),
 }
 
 /// Parses arguments, runs the command, prints errors with their causes.
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Data(c) => data::run(c),
         Command::Schema(a) => schema::run(a),
         Command::Completions(a) => completions::run(a),
+        Command::Eval(a) => eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

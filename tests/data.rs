@@ -27,12 +27,27 @@ fn write_h5<T: hdf5::H5Type>(
     chunk: Option<usize>,
     labels: Option<&[i64]>,
 ) {
+    write_h5_with(path, shape, values, chunk, false, labels)
+}
+
+/// [`write_h5`], deflate-compressed when `deflate` (needs `chunk`).
+fn write_h5_with<T: hdf5::H5Type>(
+    path: &Path,
+    shape: &[usize],
+    values: &[T],
+    chunk: Option<usize>,
+    deflate: bool,
+    labels: Option<&[i64]>,
+) {
     let file = hdf5::File::create(path).unwrap();
     let mut b = file.new_dataset::<T>();
     if let Some(c) = chunk {
         let mut cs = shape.to_vec();
         cs[0] = c;
         b = b.chunk(cs);
+    }
+    if deflate {
+        b = b.deflate(3);
     }
     let ds = b.shape(shape.to_vec()).create("data").unwrap();
     let arr = ndarray::ArrayView::from_shape(ndarray::IxDyn(shape), values).unwrap();
@@ -47,10 +62,14 @@ fn write_h5<T: hdf5::H5Type>(
 
 /// Rows `[i, -i]` (float32) so each row names itself; labels `10 i + 3`.
 fn id_file(dir: &Path, n: usize, chunk: Option<usize>) -> PathBuf {
-    let path = dir.join("ids.h5");
+    id_file_with(dir, n, chunk, false)
+}
+
+fn id_file_with(dir: &Path, n: usize, chunk: Option<usize>, deflate: bool) -> PathBuf {
+    let path = dir.join(format!("ids-{n}-{chunk:?}-{deflate}.h5"));
     let values: Vec<f32> = (0..n).flat_map(|i| [i as f32, -(i as f32)]).collect();
     let labels: Vec<i64> = (0..n as i64).map(|i| 10 * i + 3).collect();
-    write_h5(&path, &[n, 2], &values, chunk, Some(&labels));
+    write_h5_with(&path, &[n, 2], &values, chunk, deflate, Some(&labels));
     path
 }
 
@@ -86,9 +105,24 @@ fn epochs_cover_every_row_once_streaming_and_in_memory() {
     let _g = shared();
     let dir = tmp();
     let n = 1000; // not a multiple of the batch: batches span epoch boundaries
-    let path = id_file(dir.path(), n, Some(37));
-    for cfg in [streaming(64, 5), LoaderConfig::new(64, 5)] {
-        let mut l = Loader::open(&path, cfg.clone()).unwrap();
+                  // Contiguous and chunked files are read directly, compressed ones through HDF5.
+    let files = [
+        id_file_with(dir.path(), n, None, false),
+        id_file_with(dir.path(), n, Some(37), false),
+        id_file_with(dir.path(), n, Some(37), true),
+    ];
+    let direct = |p: &Path| {
+        let df = fewstep::data::source::open(p).unwrap();
+        fewstep::data::source::RowReader::new(df)
+            .unwrap()
+            .is_direct()
+    };
+    assert_eq!(files.each_ref().map(|p| direct(p)), [true, true, false]);
+    for (path, cfg) in files
+        .iter()
+        .flat_map(|p| [(p, streaming(64, 5)), (p, LoaderConfig::new(64, 5))])
+    {
+        let mut l = Loader::open(path, cfg.clone()).unwrap();
         assert_eq!(l.in_memory(), cfg.in_memory_max_bytes > 0);
         assert!(l.has_labels());
         assert_eq!((l.len(), l.row_dim(), l.row_shape()), (n, 2, vec![2]));
@@ -96,7 +130,7 @@ fn epochs_cover_every_row_once_streaming_and_in_memory() {
         for epoch in ids.chunks_exact(n).take(3) {
             let mut sorted = epoch.to_vec();
             sorted.sort_unstable();
-            assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "{cfg:?}");
+            assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "{path:?} {cfg:?}");
         }
         assert_eq!(l.epoch(), 3);
     }
@@ -107,9 +141,23 @@ fn same_seed_same_batches_other_seed_differs() {
     let _g = shared();
     let dir = tmp();
     let path = id_file(dir.path(), 500, Some(37));
+    let compressed = id_file_with(dir.path(), 500, Some(37), true);
     for cfg in [streaming(32, 1), LoaderConfig::new(32, 1)] {
         let a = take_ids(&mut Loader::open(&path, cfg.clone()).unwrap(), 40);
-        let b = take_ids(&mut Loader::open(&path, cfg.clone()).unwrap(), 40);
+        // The same batches with any number of converter threads, and through HDF5's reads.
+        let one = LoaderConfig {
+            workers: 1,
+            ..cfg.clone()
+        };
+        let b = take_ids(&mut Loader::open(&path, one).unwrap(), 40);
+        let three = LoaderConfig {
+            workers: 3,
+            ..cfg.clone()
+        };
+        assert_eq!(
+            a,
+            take_ids(&mut Loader::open(&compressed, three).unwrap(), 40)
+        );
         let other = LoaderConfig { seed: 2, ..cfg };
         let c = take_ids(&mut Loader::open(&path, other).unwrap(), 40);
         assert_eq!(a, b);

@@ -1,7 +1,7 @@
 //! `fewstep data inspect`: what a dataset file holds, and a PNG grid of its first images.
 
 use super::h5::read_str_attr;
-use super::source::{self, DataInfo, Elem, Raw};
+use super::source::{self, push_row, DataInfo, Elem, RowReader};
 use anyhow::{bail, Context, Result};
 use std::fmt;
 use std::path::Path;
@@ -38,31 +38,42 @@ pub struct LabelSummary {
 
 /// Scans the whole of `/data` block by block.
 pub fn inspect(path: &Path) -> Result<Report> {
-    let df = source::open(path)?;
+    let rd = RowReader::new(source::open(path)?)?;
+    let df = &rd.df;
     let info = df.info.clone();
     let n = info.rows();
     let block = (super::write::CHUNK_BYTES * 8 / (info.row_dim() * info.elem.size()).max(1))
         .clamp(1, n.max(1));
     let mut st = Stats::default();
+    let mut bytes = Vec::new();
     for start in (0..n).step_by(block) {
-        match Raw::read(&df, start, (start + block).min(n))? {
-            Raw::U8(v) => {
+        let end = (start + block).min(n);
+        bytes.resize((end - start) * rd.row_bytes(), 0);
+        rd.read_into(start, end, &mut bytes)?;
+        match info.elem {
+            Elem::U8 => {
                 // A histogram keeps this fast on big image sets.
                 let mut hist = [0u64; 256];
-                v.iter().for_each(|&x| hist[x as usize] += 1);
+                bytes.iter().for_each(|&x| hist[x as usize] += 1);
                 for (x, &c) in hist.iter().enumerate().filter(|(_, c)| **c > 0) {
                     st.add(x as f64, source::u8_to_f32(x as u8) as f64, c);
                 }
             }
-            Raw::F32(v) => v.iter().for_each(|&x| st.add(x as f64, x as f64, 1)),
-            Raw::F64(v) => v.iter().for_each(|&x| st.add(x, x, 1)),
+            Elem::F32 => bytes.chunks_exact(4).for_each(|b| {
+                let x = f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64;
+                st.add(x, x, 1)
+            }),
+            Elem::F64 => bytes.chunks_exact(8).for_each(|b| {
+                let x = f64::from_le_bytes(b.try_into().expect("8 bytes"));
+                st.add(x, x as f32 as f64, 1)
+            }),
         }
     }
     let mean = st.sum / st.count.max(1) as f64;
     let std = (st.sum2 / st.count.max(1) as f64 - mean * mean)
         .max(0.0)
         .sqrt();
-    let labels = source::read_labels(&df)?.map(|l| {
+    let labels = source::read_labels(df)?.map(|l| {
         let mut sorted = l.clone();
         sorted.sort_unstable();
         sorted.dedup();
@@ -230,7 +241,8 @@ fn mib(b: u64) -> String {
 /// Rows must be images: `[C, H, W]` with C = 1 or 3, or `[H, W]`. Float values are taken to be
 /// in [-1, 1]. Small images are scaled up so the grid is readable.
 pub fn write_grid(path: &Path, out: &Path, count: usize) -> Result<usize> {
-    let df = source::open(path)?;
+    let rd = RowReader::new(source::open(path)?)?;
+    let df = &rd.df;
     let (c, h, w) = match *df.info.row_shape() {
         [c @ (1 | 3), h, w] => (c, h, w),
         [h, w] => (1, h, w),
@@ -241,11 +253,12 @@ pub fn write_grid(path: &Path, out: &Path, count: usize) -> Result<usize> {
         ),
     };
     let k = count.min(df.info.rows()).max(1);
-    let raw = Raw::read(&df, 0, k)?;
+    let mut bytes = vec![0u8; k * rd.row_bytes()];
+    rd.read_into(0, k, &mut bytes)?;
     let d = c * h * w;
     let mut vals = Vec::with_capacity(k * d);
-    for r in 0..k {
-        raw.push_row(r, d, &mut vals);
+    for row in bytes.chunks_exact(rd.row_bytes()) {
+        push_row(df.info.elem, row, &mut vals);
     }
     let cols = (k as f64).sqrt().ceil() as usize;
     let grid_rows = k.div_ceil(cols);

@@ -1,23 +1,29 @@
 //! Shuffled batches of a dataset for training, streamed from HDF5.
 //!
-//! `/data` is read in contiguous blocks of whole chunks (one hyperslab read each). An epoch visits
-//! the blocks in a seeded random order; consecutive blocks fill a shuffle window (about
-//! [`LoaderConfig::shuffle_bytes`]) whose rows are emitted in a seeded random order. Files of at
-//! most [`LoaderConfig::in_memory_max_bytes`] are read once and drawn with a full permutation per
-//! epoch. A background thread reads, converts to float32 and assembles the next batches.
+//! `/data` is read in contiguous blocks of whole chunks. An epoch visits the blocks in a seeded
+//! random order; consecutive blocks fill a shuffle window (about [`LoaderConfig::shuffle_bytes`])
+//! whose rows are handed out in a seeded random order. Files of at most
+//! [`LoaderConfig::in_memory_max_bytes`] are read once and drawn with a full permutation per
+//! epoch.
+//!
+//! Background threads do all the work: a reader fills windows and cuts the row order into
+//! batches, and [`LoaderConfig::workers`] converters turn them into float32 batches (uint8 data
+//! comes out four times larger, so conversion is the expensive part). Batches are handed out in
+//! the reader's order, so the result depends only on the seed, never on the thread count.
 //!
 //! Epochs follow each other with no gap: batches always hold `batch` rows, and a batch may span
 //! the end of one epoch and the start of the next. Rows `k*N .. (k+1)*N` of the stream (epoch
-//! `k`) hold every row of the file exactly once. The order depends only on the seed.
+//! `k`) hold every row of the file exactly once.
 
-use super::source::{self, DataInfo, Raw};
+use super::source::{self, push_row, DataInfo, RowReader};
 use anyhow::{anyhow, bail, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// How batches are drawn. Build with [`LoaderConfig::new`] and override fields as needed.
@@ -28,16 +34,18 @@ pub struct LoaderConfig {
     /// Row shape the model expects, checked when opening. `[D]` also accepts rows of any shape
     /// with D elements (the model flattens them).
     pub expect_row_shape: Option<Vec<usize>>,
-    /// Files whose `/data` takes at most this many bytes (as stored) are held in memory and drawn
-    /// with a full permutation per epoch.
+    /// Files whose `/data` takes at most this many bytes (as stored, uncompressed) are held in
+    /// memory and drawn with a full permutation per epoch.
     pub in_memory_max_bytes: u64,
     /// Read size: blocks of about this many bytes, rounded to whole chunks.
     pub block_bytes: usize,
     /// Shuffle window: rows of about this many bytes of consecutive (shuffled) blocks are
-    /// permuted together.
+    /// permuted together. About three windows are in memory at once.
     pub shuffle_bytes: usize,
-    /// Batches the background thread prepares ahead.
+    /// Batches prepared ahead.
     pub prefetch: usize,
+    /// Threads converting rows to float32 batches (the batch order does not depend on it).
+    pub workers: usize,
 }
 
 impl LoaderConfig {
@@ -52,6 +60,7 @@ impl LoaderConfig {
 
 impl Default for LoaderConfig {
     fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         LoaderConfig {
             batch: 256,
             seed: 0,
@@ -60,6 +69,7 @@ impl Default for LoaderConfig {
             block_bytes: 1 << 20,
             shuffle_bytes: 64 << 20,
             prefetch: 4,
+            workers: cores.clamp(1, 4),
         }
     }
 }
@@ -79,15 +89,17 @@ pub struct Loader {
     cfg: LoaderConfig,
     has_labels: bool,
     in_memory: bool,
-    rx: Option<Receiver<Result<HostBatch>>>,
-    recycle: SyncSender<Vec<f32>>,
-    worker: Option<JoinHandle<()>>,
+    /// One output per converter; batch `i` comes from `outputs[i % workers]`.
+    outputs: Vec<Receiver<Result<HostBatch>>>,
+    next: usize,
+    spare: Arc<Mutex<Vec<Vec<f32>>>>,
+    threads: Vec<JoinHandle<()>>,
     rows_seen: u64,
     stopped: bool,
 }
 
 impl Loader {
-    /// Opens `path`, validates `/data` (and `/labels`) and starts the prefetch thread.
+    /// Opens `path`, validates `/data` (and `/labels`) and starts the background threads.
     pub fn open(path: &Path, cfg: LoaderConfig) -> Result<Self> {
         let df = source::open(path)?;
         let info = df.info.clone();
@@ -103,6 +115,12 @@ impl Loader {
                 cfg.batch
             );
         }
+        if info.rows() > u32::MAX as usize {
+            bail!(
+                "{p}: `/data` has {} rows; at most 2^32 - 1 are supported",
+                info.rows()
+            );
+        }
         if let Some(want) = &cfg.expect_row_shape {
             let have = info.row_shape();
             let flat_ok = want.len() == 1 && want[0] == info.row_dim();
@@ -115,29 +133,60 @@ impl Loader {
         }
         let labels = source::read_labels(&df)?.map(Arc::new);
         drop(df);
+        let reader = RowReader::new(source::open_with(path, true)?)?;
 
         let in_memory = info.bytes() <= cfg.in_memory_max_bytes;
-        let (tx, rx) = sync_channel(cfg.prefetch.max(1));
-        let (recycle, recycled) = sync_channel(cfg.prefetch.max(1) + 2);
-        let worker = Worker {
-            info: info.clone(),
+        let workers = cfg.workers.max(1);
+        let depth = cfg.prefetch.max(1).div_ceil(workers);
+        let spare = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        let mut jobs = Vec::new();
+        let mut outputs = Vec::new();
+        for k in 0..workers {
+            let (job_tx, job_rx) = sync_channel::<Job>(1);
+            let (out_tx, out_rx) = sync_channel(depth);
+            let convert = Converter {
+                info: info.clone(),
+                batch: cfg.batch,
+                labels: labels.clone(),
+                spare: spare.clone(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("fewstep-convert-{k}"))
+                    .spawn(move || {
+                        for job in job_rx {
+                            if out_tx.send(convert.run(job)).is_err() {
+                                return;
+                            }
+                        }
+                    })?,
+            );
+            jobs.push(job_tx);
+            outputs.push(out_rx);
+        }
+        let read = Reader {
+            reader,
             cfg: cfg.clone(),
-            labels: labels.clone(),
             in_memory,
-            tx,
-            recycled,
+            jobs,
+            sent: 0,
+            pool: Arc::new(Mutex::new(Vec::new())),
         };
-        let worker = std::thread::Builder::new()
-            .name("fewstep-loader".into())
-            .spawn(move || worker.run())?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("fewstep-read".into())
+                .spawn(move || read.run())?,
+        );
         Ok(Loader {
             info,
             cfg,
             has_labels: labels.is_some(),
             in_memory,
-            rx: Some(rx),
-            recycle,
-            worker: Some(worker),
+            outputs,
+            next: 0,
+            spare,
+            threads,
             rows_seen: 0,
             stopped: false,
         })
@@ -195,8 +244,9 @@ impl Loader {
                 self.info.path.display()
             );
         }
-        let rx = self.rx.as_ref().expect("receiver lives until drop");
-        match rx.recv() {
+        let out = &self.outputs[self.next % self.outputs.len()];
+        self.next += 1;
+        match out.recv() {
             Ok(batch) => {
                 self.rows_seen += self.cfg.batch as u64;
                 batch
@@ -204,173 +254,248 @@ impl Loader {
             Err(_) => {
                 self.stopped = true;
                 Err(anyhow!(
-                    "the loader thread of {} ended unexpectedly",
+                    "the loader threads of {} ended unexpectedly",
                     self.info.path.display()
                 ))
             }
         }
     }
 
-    /// Hands a batch's buffer back for reuse, which saves an allocation per batch.
+    /// Hands a batch's buffer back for reuse, which saves allocating (and page-faulting) a
+    /// fresh one per batch.
     pub fn recycle(&self, batch: HostBatch) {
-        let _ = self.recycle.try_send(batch.values);
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < self.cfg.prefetch + 2 * self.outputs.len() {
+            spare.push(batch.values);
+        }
     }
 }
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        // Dropping the receiver makes the worker's next send fail, which ends it.
-        self.rx.take();
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
+        // Closing the outputs ends the converters, which closes their job queues, which ends
+        // the reader.
+        self.outputs.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
     }
 }
 
-/// The prefetch thread: reads, shuffles, converts and sends batches until the receiver is gone.
-struct Worker {
-    info: DataInfo,
+/// Rows held in memory: a shuffle window, or the whole file.
+struct Rows {
+    bytes: Vec<u8>,
+    /// Buffers go back here for the next window.
+    pool: Option<Arc<Mutex<Vec<Vec<u8>>>>>,
+}
+
+impl Drop for Rows {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < 2 {
+                pool.push(std::mem::take(&mut self.bytes));
+            }
+        }
+    }
+}
+
+/// Rows in the order they are handed out: (row within `rows`, row in the file).
+struct Window {
+    rows: Arc<Rows>,
+    order: Vec<(u32, u32)>,
+}
+
+/// The rows of one batch: consecutive pieces of windows' orders.
+enum Job {
+    Batch(Vec<(Arc<Window>, Range<usize>)>),
+    Fail(anyhow::Error),
+}
+
+/// The reader thread: fills windows, shuffles, and deals batches to the converters in turn.
+struct Reader {
+    reader: RowReader,
     cfg: LoaderConfig,
-    labels: Option<Arc<Vec<i64>>>,
     in_memory: bool,
-    tx: SyncSender<Result<HostBatch>>,
-    recycled: Receiver<Vec<f32>>,
+    jobs: Vec<SyncSender<Job>>,
+    sent: usize,
+    pool: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
-/// The batch being filled.
-struct Pending {
-    values: Vec<f32>,
-    labels: Vec<i64>,
-    rows: usize,
-    /// First non-finite value: (file row, element in row, value).
-    bad: Option<(usize, usize, f64)>,
-}
-
-/// Whether the consumer is still there.
-type Alive = bool;
-
-impl Worker {
-    fn run(self) {
+impl Reader {
+    fn run(mut self) {
         if let Err(e) = self.stream() {
-            let _ = self.tx.send(Err(e));
+            let k = self.sent % self.jobs.len();
+            let _ = self.jobs[k].send(Job::Fail(e));
         }
     }
 
-    fn stream(&self) -> Result<()> {
-        let df = source::open(&self.info.path)?;
-        let n = self.info.rows();
-        let mut pending = self.fresh(Vec::new());
+    /// Deals batches until a converter hangs up (the loader was dropped).
+    fn stream(&mut self) -> Result<()> {
+        let n = self.reader.info().rows();
+        let rb = self.reader.row_bytes();
+        let mut pending = Vec::new();
+        let mut need = self.cfg.batch;
         let memory = if self.in_memory {
-            Some(Raw::read(&df, 0, n).map_err(|e| self.read_error(e, 0, n))?)
+            let mut bytes = vec![0u8; n * rb];
+            self.reader.read_into(0, n, &mut bytes)?;
+            Some(Arc::new(Rows { bytes, pool: None }))
         } else {
             None
         };
         let block = self.block_rows();
         let blocks = n.div_ceil(block);
-        let window = (self.cfg.shuffle_bytes / (block * self.row_bytes()).max(1)).max(1);
+        let per_window = (self.cfg.shuffle_bytes / (block * rb).max(1)).max(1);
         for epoch in 0u64.. {
             let mut rng = StdRng::seed_from_u64(mix(self.cfg.seed, epoch));
-            if let Some(raw) = &memory {
-                let mut order: Vec<u32> = (0..n as u32).collect();
+            if let Some(rows) = &memory {
+                let mut order: Vec<(u32, u32)> = (0..n as u32).map(|r| (r, r)).collect();
                 order.shuffle(&mut rng);
-                for &r in &order {
-                    if !self.push(&mut pending, raw, r as usize, r as usize) {
-                        return Ok(());
-                    }
+                let rows = rows.clone();
+                if !self.deal(Arc::new(Window { rows, order }), &mut pending, &mut need) {
+                    return Ok(());
                 }
                 continue;
             }
             let mut order: Vec<usize> = (0..blocks).collect();
             order.shuffle(&mut rng);
-            for group in order.chunks(window) {
-                let mut raws = Vec::with_capacity(group.len());
-                let mut rows: Vec<(u32, u32)> = Vec::new();
-                for (k, &b) in group.iter().enumerate() {
-                    let (start, end) = (b * block, ((b + 1) * block).min(n));
-                    let raw =
-                        Raw::read(&df, start, end).map_err(|e| self.read_error(e, start, end))?;
-                    raws.push((start, raw));
-                    rows.extend((0..(end - start) as u32).map(|r| (k as u32, r)));
-                }
-                rows.shuffle(&mut rng);
-                for &(k, r) in &rows {
-                    let (start, raw) = &raws[k as usize];
-                    if !self.push(&mut pending, raw, r as usize, start + r as usize) {
-                        return Ok(());
-                    }
+            for group in order.chunks(per_window) {
+                let w = self.window(group, block, &mut rng)?;
+                if !self.deal(Arc::new(w), &mut pending, &mut need) {
+                    return Ok(());
                 }
             }
         }
         Ok(())
     }
 
-    /// Appends one row to the pending batch and sends the batch once full.
-    #[inline]
-    fn push(&self, p: &mut Pending, raw: &Raw, local: usize, row: usize) -> Alive {
-        let d = self.info.row_dim();
-        if let Some((j, v)) = raw.push_row(local, d, &mut p.values) {
-            p.bad.get_or_insert((row, j, v));
+    /// Reads the given blocks into one window and shuffles its rows.
+    fn window(&self, group: &[usize], block: usize, rng: &mut StdRng) -> Result<Window> {
+        let n = self.reader.info().rows();
+        let rb = self.reader.row_bytes();
+        let spans: Vec<Range<usize>> = group
+            .iter()
+            .map(|&b| b * block..((b + 1) * block).min(n))
+            .collect();
+        let total: usize = spans.iter().map(|s| s.len()).sum();
+        let mut bytes = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        bytes.resize(total * rb, 0);
+        let mut order = Vec::with_capacity(total);
+        let mut at = 0;
+        for s in spans {
+            self.reader
+                .read_into(s.start, s.end, &mut bytes[at * rb..(at + s.len()) * rb])?;
+            order.extend(
+                s.clone()
+                    .enumerate()
+                    .map(|(i, r)| ((at + i) as u32, r as u32)),
+            );
+            at += s.len();
         }
-        if let Some(l) = &self.labels {
-            p.labels.push(l[row]);
-        }
-        p.rows += 1;
-        if p.rows < self.cfg.batch {
-            return true;
-        }
-        let buf = self.recycled.try_recv().unwrap_or_default();
-        let full = std::mem::replace(p, self.fresh(buf));
-        self.tx.send(self.finish(full)).is_ok()
-    }
-
-    fn fresh(&self, mut values: Vec<f32>) -> Pending {
-        values.clear();
-        values.reserve(self.cfg.batch * self.info.row_dim());
-        Pending {
-            values,
-            labels: Vec::with_capacity(if self.labels.is_some() {
-                self.cfg.batch
-            } else {
-                0
+        order.shuffle(rng);
+        Ok(Window {
+            rows: Arc::new(Rows {
+                bytes,
+                pool: Some(self.pool.clone()),
             }),
-            rows: 0,
-            bad: None,
-        }
+            order,
+        })
     }
 
-    fn finish(&self, p: Pending) -> Result<HostBatch> {
-        if let Some((row, j, v)) = p.bad {
+    /// Cuts a window's order into batches and sends each full one to the next converter.
+    /// Returns false once the loader is gone.
+    fn deal(
+        &mut self,
+        w: Arc<Window>,
+        pending: &mut Vec<(Arc<Window>, Range<usize>)>,
+        need: &mut usize,
+    ) -> bool {
+        let mut at = 0;
+        while at < w.order.len() {
+            let take = (*need).min(w.order.len() - at);
+            pending.push((w.clone(), at..at + take));
+            at += take;
+            *need -= take;
+            if *need == 0 {
+                let job = Job::Batch(std::mem::take(pending));
+                let k = self.sent % self.jobs.len();
+                if self.jobs[k].send(job).is_err() {
+                    return false;
+                }
+                self.sent += 1;
+                *need = self.cfg.batch;
+            }
+        }
+        true
+    }
+
+    /// Rows per read: whole chunks adding up to about `block_bytes`.
+    fn block_rows(&self) -> usize {
+        let info = self.reader.info();
+        let unit = info.chunk_rows().unwrap_or(1);
+        let per_unit = unit * self.reader.row_bytes();
+        let units = (self.cfg.block_bytes / per_unit.max(1)).max(1);
+        (units * unit).min(info.rows())
+    }
+}
+
+/// A converter thread's work: rows to a float32 batch, checked for NaN/Inf.
+struct Converter {
+    info: DataInfo,
+    batch: usize,
+    labels: Option<Arc<Vec<i64>>>,
+    spare: Arc<Mutex<Vec<Vec<f32>>>>,
+}
+
+impl Converter {
+    fn run(&self, job: Job) -> Result<HostBatch> {
+        let pieces = match job {
+            Job::Batch(p) => p,
+            Job::Fail(e) => return Err(e),
+        };
+        let (elem, d) = (self.info.elem, self.info.row_dim());
+        let rb = d * elem.size();
+        let mut values = self
+            .spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        values.clear();
+        values.reserve(self.batch * d);
+        let mut labels = self.labels.as_ref().map(|_| Vec::with_capacity(self.batch));
+        let mut bad = None;
+        for (w, range) in &pieces {
+            for &(local, row) in &w.order[range.clone()] {
+                let (local, row) = (local as usize, row as usize);
+                let bytes = &w.rows.bytes[local * rb..(local + 1) * rb];
+                if let Some((j, v)) = push_row(elem, bytes, &mut values) {
+                    bad.get_or_insert((row, j, v));
+                }
+                if let (Some(l), Some(all)) = (labels.as_mut(), &self.labels) {
+                    l.push(all[row]);
+                }
+            }
+        }
+        if let Some((row, j, v)) = bad {
             bail!(
                 "{}: `/data` row {row} holds {v} at element {j}; this batch is refused, not \
                  trained on. Find such rows with `fewstep data inspect` and clean or drop them",
                 self.info.path.display()
             );
         }
+        debug_assert_eq!(values.len(), self.batch * d);
         Ok(HostBatch {
-            values: p.values,
-            rows: p.rows,
+            values,
+            rows: self.batch,
             row_shape: self.info.row_shape().to_vec(),
-            labels: self.labels.as_ref().map(|_| p.labels),
+            labels,
         })
-    }
-
-    fn row_bytes(&self) -> usize {
-        self.info.row_dim() * self.info.elem.size()
-    }
-
-    /// Rows per read: whole chunks adding up to about `block_bytes`.
-    fn block_rows(&self) -> usize {
-        let unit = self.info.chunk_rows().unwrap_or(1);
-        let per_unit = unit * self.row_bytes();
-        let units = (self.cfg.block_bytes / per_unit.max(1)).max(1);
-        (units * unit).min(self.info.rows())
-    }
-
-    fn read_error(&self, e: anyhow::Error, start: usize, end: usize) -> anyhow::Error {
-        e.context(format!(
-            "{}: reading `/data` rows {start}..{end}",
-            self.info.path.display()
-        ))
     }
 }
 

@@ -74,10 +74,20 @@ pub struct DataFile {
 
 /// Opens `path` and checks that `/data` exists, has rank >= 2 and a supported dtype.
 pub fn open(path: &Path) -> Result<DataFile> {
+    open_with(path, false)
+}
+
+/// [`open`], with HDF5's chunk cache off when `streaming`: reads of whole chunks then go
+/// straight from the file into the caller's buffer instead of through the cache.
+pub fn open_with(path: &Path, streaming: bool) -> Result<DataFile> {
     if !path.exists() {
         bail!("{}: no such file", path.display());
     }
-    let file = hdf5::File::open(path).with_context(|| {
+    let mut builder = hdf5::File::with_options();
+    if streaming {
+        builder.with_fapl(|p| p.chunk_cache(0, 0, 0.0));
+    }
+    let file = builder.open(path).with_context(|| {
         format!(
             "cannot open {} as HDF5; fewstep datasets are HDF5 files (see schemas/dataset.md), \
              `fewstep data import` converts npy/npz/png",
@@ -181,79 +191,211 @@ pub fn read_labels(df: &DataFile) -> Result<Option<Vec<i64>>> {
     ))
 }
 
-/// Rows of `/data` in the stored element type.
-#[derive(Clone, Debug)]
-pub enum Raw {
-    U8(Vec<u8>),
-    F32(Vec<f32>),
-    F64(Vec<f64>),
+/// Reads row ranges of `/data` as little-endian bytes of the stored element type.
+///
+/// Unfiltered little-endian data (contiguous, or chunked with whole rows per chunk) is read with
+/// plain `pread`s at the addresses HDF5 reports, straight into the caller's buffer; anything else
+/// (compressed, big-endian, chunks that split rows) goes through HDF5's hyperslab reads.
+pub struct RowReader {
+    pub df: DataFile,
+    direct: Option<(std::fs::File, Direct)>,
 }
 
-impl Raw {
-    /// Reads rows `start..end` with one contiguous hyperslab read.
-    pub fn read(df: &DataFile, start: usize, end: usize) -> Result<Raw> {
-        let mut sel = vec![hdf5::SliceOrIndex::from(start..end)];
-        sel.extend((1..df.info.shape.len()).map(|_| hdf5::SliceOrIndex::from(..)));
-        let sel = hdf5::Hyperslab::from(sel);
-        let reader = df.data.as_reader();
-        let raw = match df.info.elem {
-            Elem::U8 => Raw::U8(
-                reader
-                    .read_slice::<u8, _, ndarray::IxDyn>(sel)?
-                    .into_raw_vec_and_offset()
-                    .0,
-            ),
-            Elem::F32 => Raw::F32(
-                reader
-                    .read_slice::<f32, _, ndarray::IxDyn>(sel)?
-                    .into_raw_vec_and_offset()
-                    .0,
-            ),
-            Elem::F64 => Raw::F64(
-                reader
-                    .read_slice::<f64, _, ndarray::IxDyn>(sel)?
-                    .into_raw_vec_and_offset()
-                    .0,
-            ),
+enum Direct {
+    /// File offset of row 0.
+    Contiguous(u64),
+    /// Rows per chunk and the file address of each chunk.
+    Chunked(usize, Vec<u64>),
+}
+
+impl RowReader {
+    pub fn new(df: DataFile) -> Result<Self> {
+        let direct = match direct_layout(&df) {
+            Some(d) => Some((
+                std::fs::File::open(&df.info.path)
+                    .with_context(|| format!("cannot open {}", df.info.path.display()))?,
+                d,
+            )),
+            None => None,
         };
-        Ok(raw)
+        Ok(RowReader { df, direct })
     }
 
-    /// Appends row `row` (of `d` elements) as float32 to `out`; returns the offset within the row
-    /// and the value of its first non-finite element, if any.
-    #[inline]
-    pub fn push_row(&self, row: usize, d: usize, out: &mut Vec<f32>) -> Option<(usize, f64)> {
-        let r = row * d..(row + 1) * d;
-        match self {
-            Raw::U8(v) => {
-                out.extend(v[r].iter().map(|&x| u8_to_f32(x)));
-                None
+    pub fn info(&self) -> &DataInfo {
+        &self.df.info
+    }
+
+    /// Whether reads bypass HDF5 (see the type's docs).
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.df.info.row_dim() * self.df.info.elem.size()
+    }
+
+    /// Reads rows `start..end` into `out`, which must hold exactly their bytes.
+    pub fn read_into(&self, start: usize, end: usize, out: &mut [u8]) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let rb = self.row_bytes();
+        assert_eq!(out.len(), (end - start) * rb, "read_into: buffer size");
+        let context = || {
+            format!(
+                "{}: reading `/data` rows {start}..{end}",
+                self.df.info.path.display()
+            )
+        };
+        match &self.direct {
+            Some((file, Direct::Contiguous(offset))) => file
+                .read_exact_at(out, offset + (start * rb) as u64)
+                .with_context(context),
+            Some((file, Direct::Chunked(rows, addrs))) => {
+                let mut row = start;
+                while row < end {
+                    let (k, within) = (row / rows, row % rows);
+                    let take = (rows - within).min(end - row);
+                    let dst = &mut out[(row - start) * rb..(row - start + take) * rb];
+                    file.read_exact_at(dst, addrs[k] + (within * rb) as u64)
+                        .with_context(context)?;
+                    row += take;
+                }
+                Ok(())
             }
-            Raw::F32(v) => {
-                let s = &v[r];
-                out.extend_from_slice(s);
-                first_bad(s)
-            }
-            Raw::F64(v) => {
-                let s = &v[r];
-                out.extend(s.iter().map(|&x| x as f32));
-                first_bad(s)
-            }
+            None => self.read_hdf5(start, end, out).with_context(context),
         }
     }
 
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            Raw::U8(v) => v.len(),
-            Raw::F32(v) => v.len(),
-            Raw::F64(v) => v.len(),
+    fn read_hdf5(&self, start: usize, end: usize, out: &mut [u8]) -> Result<()> {
+        let mut sel = vec![hdf5::SliceOrIndex::from(start..end)];
+        sel.extend((1..self.df.info.shape.len()).map(|_| hdf5::SliceOrIndex::from(..)));
+        let sel = hdf5::Hyperslab::from(sel);
+        let reader = self.df.data.as_reader();
+        match self.df.info.elem {
+            Elem::U8 => {
+                let v = reader.read_slice::<u8, _, ndarray::IxDyn>(sel)?;
+                out.copy_from_slice(v.as_slice().expect("standard layout"));
+            }
+            Elem::F32 => {
+                let v = reader.read_slice::<f32, _, ndarray::IxDyn>(sel)?;
+                for (o, x) in out.chunks_exact_mut(4).zip(v.iter()) {
+                    o.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+            Elem::F64 => {
+                let v = reader.read_slice::<f64, _, ndarray::IxDyn>(sel)?;
+                for (o, x) in out.chunks_exact_mut(8).zip(v.iter()) {
+                    o.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where unfiltered little-endian rows lie in the file, if they can be read directly.
+fn direct_layout(df: &DataFile) -> Option<Direct> {
+    use hdf5::dataset::Layout;
+    use hdf5::datatype::ByteOrder;
+    let info = &df.info;
+    let little = match df.data.dtype().ok()?.byte_order() {
+        ByteOrder::LittleEndian => true,
+        ByteOrder::None => info.elem.size() == 1,
+        _ => false,
+    };
+    if !little || !df.data.filters().is_empty() || info.rows() == 0 {
+        return None;
+    }
+    match df.data.layout() {
+        Layout::Contiguous => df.data.offset().map(Direct::Contiguous),
+        Layout::Chunked => {
+            let chunk = info.chunk.as_ref()?;
+            if chunk[1..] != info.shape[1..] {
+                return None;
+            }
+            let rows = chunk[0].max(1);
+            chunk_addrs(&df.data, info.rows().div_ceil(rows), rows, info.shape.len())
+                .map(|a| Direct::Chunked(rows, a))
+        }
+        _ => None,
+    }
+}
+
+/// File addresses of the chunks starting at rows 0, `rows`, 2 `rows`, ...; `None` if any chunk
+/// is unallocated. (hdf5-metno only wraps lookups by chunk index, which are linear in the index
+/// in HDF5 1.10; the lookup by coordinate is logarithmic.)
+fn chunk_addrs(ds: &hdf5::Dataset, count: usize, rows: usize, rank: usize) -> Option<Vec<u64>> {
+    use hdf5_metno_sys::h5::{haddr_t, hsize_t, HADDR_UNDEF};
+    use hdf5_metno_sys::h5d::H5Dget_chunk_info_by_coord;
+    hdf5::sync::sync(|| {
+        let mut addrs = Vec::with_capacity(count);
+        let mut offset: Vec<hsize_t> = vec![0; rank];
+        for k in 0..count {
+            offset[0] = (k * rows) as hsize_t;
+            let (mut mask, mut addr, mut size): (u32, haddr_t, hsize_t) = (0, 0, 0);
+            // SAFETY: `offset` has one entry per dimension of the dataset, the out-pointers are
+            // valid locals, and the library is entered under hdf5-metno's global lock.
+            let status = unsafe {
+                H5Dget_chunk_info_by_coord(
+                    ds.id(),
+                    offset.as_ptr(),
+                    &mut mask,
+                    &mut addr,
+                    &mut size,
+                )
+            };
+            if status < 0 || addr == HADDR_UNDEF {
+                return None;
+            }
+            addrs.push(addr);
+        }
+        Some(addrs)
+    })
+}
+
+/// Appends one row, given as little-endian bytes of `elem`, to `out` as float32; returns the
+/// position within the row and the value of its first non-finite element, if any.
+#[inline]
+pub fn push_row(elem: Elem, bytes: &[u8], out: &mut Vec<f32>) -> Option<(usize, f64)> {
+    match elem {
+        Elem::U8 => {
+            push_u8(bytes, out);
+            None
+        }
+        Elem::F32 => {
+            let start = out.len();
+            out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+            );
+            first_bad(&out[start..])
+        }
+        Elem::F64 => {
+            let v = |b: &[u8]| f64::from_le_bytes(b.try_into().expect("8 bytes"));
+            out.extend(bytes.chunks_exact(8).map(|b| v(b) as f32));
+            let bad = bytes.chunks_exact(8).position(|b| !v(b).is_finite());
+            bad.map(|i| (i, v(&bytes[i * 8..i * 8 + 8])))
         }
     }
+}
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+/// uint8 -> [-1, 1], vectorised with AVX2 where the CPU has it (this loop is the loader's
+/// hot spot: it writes four bytes for every byte read).
+#[inline]
+fn push_u8(bytes: &[u8], out: &mut Vec<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { push_u8_avx2(bytes, out) };
     }
+    out.extend(bytes.iter().map(|&x| u8_to_f32(x)));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn push_u8_avx2(bytes: &[u8], out: &mut Vec<f32>) {
+    out.extend(bytes.iter().map(|&x| u8_to_f32(x)));
 }
 
 /// The uint8 -> [-1, 1] scaling, the same as [`super::h5::read_data`].
@@ -262,8 +404,8 @@ pub fn u8_to_f32(x: u8) -> f32 {
     x as f32 / 127.5 - 1.0
 }
 
-fn first_bad<T: Copy + Into<f64>>(s: &[T]) -> Option<(usize, f64)> {
+fn first_bad(s: &[f32]) -> Option<(usize, f64)> {
     s.iter()
-        .position(|&x| !x.into().is_finite())
-        .map(|i| (i, s[i].into()))
+        .position(|x| !x.is_finite())
+        .map(|i| (i, s[i] as f64))
 }

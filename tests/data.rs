@@ -609,6 +609,19 @@ fn inspect_reports_contents_and_draws_a_grid() {
     assert_eq!((l.distinct, l.min, l.max), (4, 0, 5));
     assert!(r.mixture.is_none());
     let text = r.to_string();
+    let with_mixture = dir.path().join("m.h5");
+    write_h5(&with_mixture, &[8, 12], &values, None, None);
+    let f = hdf5::File::open_rw(&with_mixture).unwrap();
+    f.create_group("mixture")
+        .unwrap()
+        .new_dataset_builder()
+        .with_data(&ndarray::Array2::<f64>::zeros((3, 12)))
+        .create("means")
+        .unwrap();
+    drop(f);
+    let m = inspect(&with_mixture).unwrap();
+    assert_eq!(m.mixture, Some((3, 12)));
+    assert!(m.to_string().contains("K = 3 components in D = 12"));
     for want in [
         "[8, 3, 2, 2] float32",
         "N = 8",

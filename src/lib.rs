@@ -14,11 +14,15 @@ pub mod config;
 pub mod data;
 pub mod denoiser;
 pub mod integrator;
+pub mod metrics;
 pub mod network;
 pub mod objective;
+pub mod plot;
 pub mod registry;
+pub mod reproduce;
 pub mod sampling;
 pub mod schedule;
+pub mod schema;
 pub mod tensor;
 pub mod train;
 

@@ -61,18 +61,9 @@ pub fn run(a: Args) -> Result<()> {
     };
     let dev = seeded_device(a.seed);
     let denoiser = checkpoint::load_sampler(&path, &dev)?;
-    let mut loader = Loader::open(
-        &a.data,
-        LoaderConfig {
-            batch: 1,
-            seed: a.seed,
-        },
-    )?;
-    let n = a.n.min(loader.len());
-    let mut x = Vec::with_capacity(n * loader.row_dim());
-    for _ in 0..n {
-        x.extend(loader.next_batch()?.values);
-    }
+    let rows = Loader::open(&a.data, LoaderConfig::new(1, a.seed))?.len();
+    let mut loader = Loader::open(&a.data, LoaderConfig::new(a.n.min(rows), a.seed))?;
+    let x = loader.next_batch()?.values;
     let mut grid = uniform_grid(a.points);
     grid.reverse();
     let table: Calibration = calibrate::measure(

@@ -193,13 +193,7 @@ pub struct TrainOutcome {
 pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOutcome> {
     cfg.check()?;
     let dev = seeded_device(cfg.seed);
-    let mut loader = Loader::open(
-        &cfg.data,
-        LoaderConfig {
-            batch: cfg.batch,
-            seed: cfg.seed,
-        },
-    )?;
+    let mut loader = Loader::open(&cfg.data, LoaderConfig::new(cfg.batch, cfg.seed))?;
     let row_shape = loader.row_shape();
     let dim = loader.row_dim();
     let mut net = cfg.denoiser.network(&NetCtx {
@@ -240,8 +234,11 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
                 cfg.steps
             );
         }
+        // The loader's stream depends only on its seed: skipping the batches already used puts
+        // it where the interrupted run was.
         for _ in 0..start {
-            loader.next_batch()?;
+            let b = loader.next_batch()?;
+            loader.recycle(b);
         }
         truncate_log(&cfg.out.join("log.jsonl"), start)?;
         tracing::info!("resuming from {} at step {start}", path.display());

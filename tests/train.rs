@@ -265,8 +265,9 @@ fn network_menus_list_the_valid_choices() {
 #[test]
 fn uvit_learns_and_its_checkpoint_round_trips() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("squares.h5");
-    squares(&data, 512);
+    let data = dir.path().join("shapes16.h5");
+    let set = fewstep::data::builtin::make_set("shapes16", 512, 0).unwrap();
+    fewstep::data::builtin::write_set(&data, &set, "test").unwrap();
     let out = dir.path().join("run");
     let cfg = config(
         &data,
@@ -282,7 +283,7 @@ fn uvit_learns_and_its_checkpoint_round_trips() {
         .collect();
     let mean = |ls: &[LogLine]| ls.iter().map(|l| l.loss).sum::<f64>() / ls.len() as f64;
     let (early, late) = (mean(&log[..3]), mean(&log[log.len() - 3..]));
-    assert!(late < 0.65 * early, "loss {early} -> {late}");
+    assert!(late < 0.75 * early, "loss {early} -> {late}");
 
     // Round trip: the sampled network built from the checkpoint reproduces the saved EMA
     // bit for bit, and saving it again gives the same tensors.

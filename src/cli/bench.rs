@@ -26,6 +26,7 @@ pub struct TrainArgs {
     /// Row shape of image data, e.g. 3,32,32 (uvit).
     #[arg(long, value_delimiter = ',')]
     pub shape: Option<Vec<usize>>,
+    /// Batch size.
     #[arg(long, default_value_t = 1024)]
     pub batch: usize,
     /// Timed steps.
@@ -55,7 +56,6 @@ fn train(a: TrainArgs) -> Result<()> {
         .file(a.config.as_deref())?
         .plugin("denoiser", Some(&a.model))
         .set("batch", Some(a.batch as i64))
-        .set("data", Some("(random rows)"))
         .build()?;
     let dev = seeded_device(cfg.seed);
     let mut net = cfg.denoiser.network(&NetCtx {

@@ -21,29 +21,36 @@ use checkpoint::Meta;
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// A fully resolved training config (`configs/train.toml` holds the defaults).
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, JsonSchema, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Training data (HDF5 `/data`).
-    pub data: PathBuf,
+    /// Training data (HDF5 `/data`); required, usually given as --data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
     /// Run folder: checkpoints, `log.jsonl`, `config.toml`.
     pub out: PathBuf,
     /// Total optimisation steps (a resumed run continues up to this many).
     pub steps: u64,
+    /// Rows per optimisation step.
     pub batch: usize,
     /// Seeds the initial weights, the batch order and every step's times and noise.
     pub seed: u64,
     /// Peak learning rate, reached linearly over `warmup` steps, then constant.
     pub lr: f64,
+    /// Steps of the linear learning-rate warm-up.
     pub warmup: u64,
+    /// AdamW's first-moment decay.
     pub beta1: f64,
+    /// AdamW's second-moment decay.
     pub beta2: f64,
+    /// AdamW's denominator epsilon.
     pub eps: f64,
     /// Decoupled (AdamW) weight decay.
     pub weight_decay: f64,
@@ -51,6 +58,7 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// EMA decay of the sampled weights, ramped as min(decay, (1 + n) / (10 + n)).
     pub ema_decay: f64,
+    /// Steps between checkpoints (one is always written at the end).
     pub checkpoint_every: u64,
     /// Checkpoints kept in the run folder, newest first (0 = all).
     pub keep_checkpoints: usize,
@@ -64,8 +72,11 @@ pub struct TrainConfig {
     /// initialised from its teacher. Ignored when resuming.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<PathBuf>,
+    /// The training schedule: t ~ U(0, 1) on it decides which noise levels are trained.
     pub schedule: Box<dyn Schedule>,
+    /// The network to train (a network denoiser, e.g. `mlp` or `uvit`).
     pub denoiser: Box<dyn DenoiserSpec>,
+    /// The loss (`diffusion` trains a teacher; distillation objectives need `teacher`).
     pub objective: Box<dyn DistillObjective>,
 }
 
@@ -192,8 +203,11 @@ pub struct TrainOutcome {
 /// `progress` shows a bar on stderr (only drawn on a terminal).
 pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOutcome> {
     cfg.check()?;
+    let Some(data) = &cfg.data else {
+        bail!("no training data: pass --data FILE (HDF5 with `/data`)");
+    };
     let dev = seeded_device(cfg.seed);
-    let mut loader = Loader::open(&cfg.data, LoaderConfig::new(cfg.batch, cfg.seed))?;
+    let mut loader = Loader::open(data, LoaderConfig::new(cfg.batch, cfg.seed))?;
     let row_shape = loader.row_shape();
     let dim = loader.row_dim();
     let mut net = cfg.denoiser.network(&NetCtx {
@@ -220,7 +234,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
                 "{} was trained on rows of shape {:?}; {} has rows of shape {:?}",
                 path.display(),
                 ck.meta.row_shape,
-                cfg.data.display(),
+                data.display(),
                 row_shape
             );
         }

@@ -32,25 +32,6 @@ fn ring8(path: &Path, n: usize) {
     write_data(path, &DataArray::new(v, vec![n, 2]), &vec![]).unwrap();
 }
 
-/// 3x16x16 images in [-1, 1]: a coloured square at a random place on a dark background.
-fn squares(path: &Path, n: usize) {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    let mut v = vec![-0.8f32; n * 3 * 16 * 16];
-    for img in v.chunks_mut(3 * 16 * 16) {
-        let (r, c, k) = (
-            rng.gen_range(0..10),
-            rng.gen_range(0..10),
-            rng.gen_range(0..3),
-        );
-        for i in r..r + 6 {
-            for j in c..c + 6 {
-                img[k * 256 + i * 16 + j] = 0.9;
-            }
-        }
-    }
-    write_data(path, &DataArray::new(v, vec![n, 3, 16, 16]), &vec![]).unwrap();
-}
-
 /// The default training config with `extra` (TOML) on top: small and fast for tests.
 fn config(data: &Path, out: &Path, extra: &str) -> TrainConfig {
     let mut b = ConfigBuilder::from_defaults(DEFAULTS)

@@ -19,3 +19,8 @@ pub mod xvar;
 
 // Denoisers
 pub mod gmm;
+pub mod mlp;
+pub mod uvit;
+
+// Objectives
+pub mod diffusion;

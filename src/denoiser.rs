@@ -1,8 +1,9 @@
 //! Denoisers: x_hat = E[x | z_t], built by name from a config table.
 
+use crate::network::Network;
 use crate::schedule::Schedule;
 use crate::tensor::{Batch, Coef, Dev, Rows};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use std::fmt::Debug;
 use std::path::PathBuf;
 
@@ -68,8 +69,30 @@ pub struct BuildCtx {
     pub checkpoint: Option<PathBuf>,
 }
 
+/// What a trainable network needs to build itself: the device and the shape of one data row,
+/// e.g. `[2]` or `[3, 32, 32]`.
+#[derive(Clone, Debug)]
+pub struct NetCtx {
+    pub dev: Dev,
+    pub row_shape: Vec<usize>,
+    /// Draw the initial weights from the device's seeded generator (training). `false` builds
+    /// zeros without touching the generator, for weights about to be loaded, so sampling from a
+    /// checkpoint draws the same noise for a seed as any other denoiser.
+    pub init: bool,
+}
+
 /// The `[denoiser]` config table: picks a denoiser by `name` and builds it.
 #[typetag::serde(tag = "name")]
 pub trait DenoiserSpec: Send + Sync + Debug {
+    /// A denoiser ready to sample (a network loads `ctx.checkpoint`).
     fn build(&self, ctx: &BuildCtx) -> Result<Box<dyn Denoiser>>;
+
+    /// A freshly initialised trainable network (network denoisers only).
+    fn network(&self, _ctx: &NetCtx) -> Result<Box<dyn Network>> {
+        bail!(
+            "denoiser `{}` cannot be trained: it is not a network (pick a network denoiser, \
+             e.g. `mlp` for vectors or `uvit` for images; `fewstep list denoiser` shows all)",
+            self.typetag_name()
+        )
+    }
 }

@@ -15,6 +15,7 @@ pub mod data;
 pub mod denoiser;
 pub mod integrator;
 pub mod metrics;
+pub mod network;
 pub mod objective;
 pub mod plot;
 pub mod registry;
@@ -23,6 +24,7 @@ pub mod sampling;
 pub mod schedule;
 pub mod schema;
 pub mod tensor;
+pub mod train;
 
 /// The built-in plugins (schedules, integrators, denoisers, objectives).
 #[path = "../plugins/mod.rs"]

@@ -8,6 +8,7 @@ use crate::tensor::{Batch, Dev};
 use anyhow::{anyhow, Result};
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
+use rand::Rng;
 use std::fmt::Debug;
 
 /// A batch whose operations are being recorded for backpropagation.
@@ -69,6 +70,21 @@ impl<'a> ObjectiveCtx<'a> {
             anyhow!("an objective may run the student with gradients only once per loss")
         })?;
         self.student.denoise_taped(z.traced(grads), level)
+    }
+
+    /// Standard normal noise `[rows, dim]` drawn from [`Self::rng`]. Objectives draw their noise
+    /// here rather than from the device so that a resumed run repeats exactly (the trainer seeds
+    /// `rng` from the run seed and the step).
+    pub fn normal(&mut self, rows: usize, dim: usize) -> Batch {
+        let v: Vec<f32> = (0..rows * dim)
+            .map(|_| self.rng.sample(rand_distr::StandardNormal))
+            .collect();
+        self.dev.tensor_from_vec(v, (rows, dim))
+    }
+
+    /// Times t ~ U(0, 1), one per row, from [`Self::rng`].
+    pub fn uniform_times(&mut self, rows: usize) -> Vec<f64> {
+        (0..rows).map(|_| self.rng.gen::<f64>()).collect()
     }
 
     /// The teacher, or an error naming what is missing.

@@ -4,12 +4,15 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod completions;
+mod bench;
+mod calibrate;
 mod data;
 mod eval;
 mod list;
 mod reproduce;
-mod sample;
+pub mod sample;
 pub mod schema;
+pub mod train;
 
 /// Few-step diffusion sampling and distillation (aDDIM, multistep consistency, progressive
 /// distillation). Every schedule, sampler, denoiser and objective is a plugin picked by name:
@@ -56,6 +59,13 @@ pub enum Command {
     Completions(completions::Args),
     /// Score samples against a reference set: FD, sliced W2, and for mixtures NLL and mode KL.
     Eval(eval::Args),
+    /// Train a network denoiser (diffusion teacher or distilled student) with checkpoints.
+    Train(train::Args),
+    /// Measure a trained network's aDDIM variance table x_var(t) on data (for `variance = "table"`).
+    Calibrate(calibrate::Args),
+    /// Throughput measurements: `fewstep bench train --model mlp --dim 64 --batch 4096`.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 /// Parses arguments, runs the command, prints errors with their causes.
@@ -70,6 +80,9 @@ pub fn main() -> ExitCode {
         Command::Completions(a) => completions::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Reproduce(a) => reproduce::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Bench(c) => bench::run(c),
+        Command::Calibrate(a) => calibrate::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

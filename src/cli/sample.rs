@@ -7,6 +7,7 @@ use crate::integrator::Integrator;
 use crate::sampling;
 use crate::schedule::{uniform_grid, Schedule};
 use crate::tensor::{batch_from_vec, normal, seeded_device, Dev};
+use crate::train::checkpoint;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,10 @@ pub struct Args {
     /// Output HDF5 file [default: samples.h5].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Sample a trained network: a checkpoint file, or a run folder (its latest checkpoint).
+    /// The network is the checkpoint's own `[denoiser]`; its EMA weights are sampled.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
 }
 
 /// A fully resolved sampling config (what `--config` files hold).
@@ -67,15 +72,24 @@ pub struct SampleConfig {
     pub data: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<PathBuf>,
 }
 
 impl SampleConfig {
     /// Defaults, then the config file, then the flags.
     pub fn resolve(a: &Args) -> Result<Self> {
         let path_str = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        ConfigBuilder::from_defaults(DEFAULTS)?
+        let mut b = ConfigBuilder::from_defaults(DEFAULTS)?
             .file(a.config.as_deref())?
-            .plugin("schedule", a.schedule.as_deref())
+            .set("checkpoint", path_str(&a.checkpoint));
+        // A checkpoint brings its own network, unless --denoiser names one explicitly.
+        if let Some(ck) = b.table().get("checkpoint").and_then(|v| v.as_str()) {
+            let meta = checkpoint::load(&checkpoint::resolve(Path::new(ck))?, &[])?.meta;
+            let table = toml::Value::Table(checkpoint::denoiser_table(&meta)?);
+            b = b.set("denoiser", Some(table));
+        }
+        b.plugin("schedule", a.schedule.as_deref())
             .plugin("integrator", a.integrator.as_deref())
             .plugin("denoiser", a.denoiser.as_deref())
             .set("steps", a.steps.map(|v| v as i64))
@@ -112,12 +126,20 @@ pub fn draw(cfg: &SampleConfig) -> Result<(DataArray, usize)> {
         );
     }
     let dev = seeded_device(cfg.seed);
+    let ckpt = match &cfg.checkpoint {
+        Some(p) => {
+            let path = checkpoint::resolve(p)?;
+            let meta = checkpoint::load(&path, &[])?.meta;
+            Some((path, meta))
+        }
+        None => None,
+    };
     let denoiser = cfg
         .denoiser
         .build(&BuildCtx {
             dev: dev.clone(),
             data: cfg.data.clone(),
-            checkpoint: None,
+            checkpoint: ckpt.as_ref().map(|c| c.0.clone()),
         })
         .context("cannot build the denoiser")?;
     let dim = denoiser.dim();
@@ -142,14 +164,25 @@ pub fn draw(cfg: &SampleConfig) -> Result<(DataArray, usize)> {
         bar.inc(rows as u64);
     }
     bar.finish_and_clear();
-    let shape = row_shape(cfg.data.as_deref(), cfg.n, dim)?;
+    let shape = match &ckpt {
+        Some((_, meta)) if meta.row_shape.iter().product::<usize>() == dim => {
+            std::iter::once(cfg.n)
+                .chain(meta.row_shape.iter().copied())
+                .collect()
+        }
+        _ => row_shape(cfg.data.as_deref(), cfg.n, dim)?,
+    };
     let samples = DataArray::new(values, shape);
-    let attrs: Attrs = vec![
+    let mut attrs: Attrs = vec![
         ("steps".into(), cfg.steps.to_string()),
         ("nfe".into(), nfe.to_string()),
         ("seed".into(), cfg.seed.to_string()),
         ("config".into(), to_toml(cfg)?),
     ];
+    if let Some((path, meta)) = &ckpt {
+        attrs.push(("checkpoint".into(), path.display().to_string()));
+        attrs.push(("checkpoint_step".into(), meta.step.to_string()));
+    }
     data::write_data(&cfg.out, &samples, &attrs)?;
     Ok((samples, nfe))
 }

@@ -1,0 +1,262 @@
+//! Checkpoints: one safetensors file per save holding every part of a network's state (weights,
+//! EMA, AdamW moments) with metadata — the resolved run config (TOML), the step, the data row
+//! shape and the network's description. Files are `ckpt-<step>.safetensors` in the run folder,
+//! written to a temporary file and renamed into place, so a crash never leaves a torn file.
+
+use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec, NetCtx};
+use crate::network::{HostTensor, StateDict};
+use crate::tensor::Dev;
+use anyhow::{anyhow, bail, Context, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Written to every checkpoint's metadata as `format`.
+pub const FORMAT: &str = "fewstep-checkpoint-1";
+
+/// What a checkpoint records besides tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Meta {
+    /// Optimisation steps done.
+    pub step: u64,
+    /// The resolved training config as TOML (its `[denoiser]` table rebuilds the network).
+    pub config: String,
+    /// Shape of one data row, e.g. `[2]` or `[3, 32, 32]`.
+    pub row_shape: Vec<usize>,
+    /// The network's one-line description.
+    pub network: String,
+    /// Sampling steps of a fixed-step student (distillation), if any.
+    pub student_steps: Option<usize>,
+}
+
+/// A loaded checkpoint: its file, metadata and the requested tensors.
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub meta: Meta,
+    pub state: StateDict,
+}
+
+/// `ckpt-000001000.safetensors` for step 1000 (zero-padded so names sort by step).
+pub fn file_name(step: u64) -> String {
+    format!("ckpt-{step:09}.safetensors")
+}
+
+/// Writes `state` with `meta` as `dir/ckpt-<step>.safetensors`, atomically; returns the path.
+pub fn save(dir: &Path, meta: &Meta, state: &StateDict) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = state
+        .iter()
+        .map(|(k, t)| {
+            let b = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (k.clone(), b, t.shape.clone())
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(k, b, s)| Ok((k.as_str(), TensorView::new(Dtype::F32, s.clone(), b)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+        .map_err(|e| anyhow!("cannot serialise checkpoint: {e:?}"))?;
+    let mut info = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("step".to_string(), meta.step.to_string()),
+        ("config".to_string(), meta.config.clone()),
+        (
+            "row_shape".to_string(),
+            serde_json::to_string(&meta.row_shape)?,
+        ),
+        ("network".to_string(), meta.network.clone()),
+    ]);
+    if let Some(s) = meta.student_steps {
+        info.insert("student_steps".into(), s.to_string());
+    }
+    let data = safetensors::serialize(views, &Some(info))
+        .map_err(|e| anyhow!("cannot serialise checkpoint: {e:?}"))?;
+    let path = dir.join(file_name(meta.step));
+    let tmp = dir.join(format!(".{}.tmp", file_name(meta.step)));
+    {
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(&data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
+    Ok(path)
+}
+
+/// Reads a checkpoint, keeping only tensors whose part (the name up to the first `.`) is in
+/// `parts` (e.g. `["ema"]` to sample).
+pub fn load(path: &Path, parts: &[&str]) -> Result<Checkpoint> {
+    let buf = std::fs::read(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let bad = |e: safetensors::SafeTensorError| {
+        anyhow!(
+            "{} is not a readable safetensors checkpoint: {e:?}",
+            path.display()
+        )
+    };
+    let (_, header) = SafeTensors::read_metadata(&buf).map_err(bad)?;
+    let info = header.metadata().clone().unwrap_or_default();
+    let field = |k: &str| {
+        info.get(k).cloned().ok_or_else(|| {
+            anyhow!(
+                "{} has no `{k}` in its metadata: not a fewstep checkpoint ({FORMAT})",
+                path.display()
+            )
+        })
+    };
+    if field("format")? != FORMAT {
+        bail!(
+            "{}: checkpoint format `{}`, this build reads `{FORMAT}`",
+            path.display(),
+            field("format")?
+        );
+    }
+    let meta = Meta {
+        step: field("step")?.parse().context("metadata `step`")?,
+        config: field("config")?,
+        row_shape: serde_json::from_str(&field("row_shape")?).context("metadata `row_shape`")?,
+        network: field("network")?,
+        student_steps: info.get("student_steps").and_then(|s| s.parse().ok()),
+    };
+    let tensors = SafeTensors::deserialize(&buf).map_err(bad)?;
+    let mut state = StateDict::new();
+    for (name, view) in tensors.tensors() {
+        let part = name.split('.').next().unwrap_or_default();
+        if !parts.contains(&part) {
+            continue;
+        }
+        if view.dtype() != Dtype::F32 {
+            bail!(
+                "{}: tensor `{name}` is {:?}, expected F32",
+                path.display(),
+                view.dtype()
+            );
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let shape = view.shape().to_vec();
+        state.insert(name, HostTensor { shape, values });
+    }
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        meta,
+        state,
+    })
+}
+
+/// The checkpoints in a run folder as (step, path), oldest first.
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if let Some(step) = name
+            .strip_prefix("ckpt-")
+            .and_then(|s| s.strip_suffix(".safetensors"))
+            .and_then(|s| s.parse().ok())
+        {
+            out.push((step, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The latest checkpoint of a run folder.
+pub fn latest(dir: &Path) -> Result<PathBuf> {
+    list(dir)?.pop().map(|(_, p)| p).ok_or_else(|| {
+        anyhow!(
+            "no checkpoint (ckpt-<step>.safetensors) in {}: train there first, or point to a \
+             checkpoint file",
+            dir.display()
+        )
+    })
+}
+
+/// A checkpoint file from a file or a run folder (its latest checkpoint).
+pub fn resolve(path: &Path) -> Result<PathBuf> {
+    if path.is_dir() {
+        latest(path)
+    } else if path.is_file() {
+        Ok(path.to_path_buf())
+    } else {
+        bail!(
+            "checkpoint {} does not exist (give a checkpoint file or a run folder)",
+            path.display()
+        )
+    }
+}
+
+/// Deletes all but the newest `keep` checkpoints of a run folder (`keep` = 0 keeps all).
+pub fn prune(dir: &Path, keep: usize) -> Result<()> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let all = list(dir)?;
+    for (_, p) in all.iter().take(all.len().saturating_sub(keep)) {
+        std::fs::remove_file(p).with_context(|| format!("cannot remove {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// The `[denoiser]` table of a checkpoint's config, as TOML (what rebuilds its network).
+pub fn denoiser_table(meta: &Meta) -> Result<toml::Table> {
+    let config: toml::Table = meta.config.parse().context("checkpoint config")?;
+    match config.get("denoiser") {
+        Some(toml::Value::Table(t)) => Ok(t.clone()),
+        _ => bail!("the checkpoint's config has no [denoiser] table"),
+    }
+}
+
+/// A network denoiser ready to sample: `spec`'s network with the EMA weights of
+/// `ctx.checkpoint` (a file or a run folder). Network plugins' `build` is this one call.
+pub fn load_denoiser(spec: &dyn DenoiserSpec, ctx: &BuildCtx) -> Result<Box<dyn Denoiser>> {
+    let Some(path) = &ctx.checkpoint else {
+        bail!(
+            "denoiser `{}` is a network: give it weights with --checkpoint FILE|DIR",
+            spec.typetag_name()
+        );
+    };
+    let path = resolve(path)?;
+    let ck = load(&path, &["ema"])?;
+    let mut net = spec.network(&NetCtx {
+        dev: ctx.dev.clone(),
+        row_shape: ck.meta.row_shape.clone(),
+        init: false,
+    })?;
+    net.load_state(&ck.state, &["ema"]).with_context(|| {
+        format!(
+            "{} holds {} at step {}",
+            path.display(),
+            ck.meta.network,
+            ck.meta.step
+        )
+    })?;
+    Ok(net.into_ema())
+}
+
+/// The EMA network of a checkpoint (file or run folder), built from the checkpoint's own
+/// `[denoiser]` table: a teacher, or any trained model to evaluate.
+pub fn load_sampler(path: &Path, dev: &Dev) -> Result<Box<dyn Denoiser>> {
+    let path = resolve(path)?;
+    let meta = load(&path, &[])?.meta;
+    let spec: Box<dyn DenoiserSpec> = toml::Value::Table(denoiser_table(&meta)?)
+        .try_into()
+        .with_context(|| format!("the [denoiser] of {}", path.display()))?;
+    spec.build(&BuildCtx {
+        dev: dev.clone(),
+        data: None,
+        checkpoint: Some(path),
+    })
+}

@@ -26,6 +26,7 @@ pub struct TrainArgs {
     /// Row shape of image data, e.g. 3,32,32 (uvit).
     #[arg(long, value_delimiter = ',')]
     pub shape: Option<Vec<usize>>,
+    /// Rows per training step.
     #[arg(long, default_value_t = 1024)]
     pub batch: usize,
     /// Timed steps.

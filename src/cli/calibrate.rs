@@ -61,10 +61,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let dev = seeded_device(a.seed);
     let denoiser = checkpoint::load_sampler(&path, &dev)?;
-    let mut loader = Loader::open(
-        &a.data,
-        LoaderConfig::new(1, a.seed),
-    )?;
+    let mut loader = Loader::open(&a.data, LoaderConfig::new(1, a.seed))?;
     let n = a.n.min(loader.len());
     let mut x = Vec::with_capacity(n * loader.row_dim());
     for _ in 0..n {

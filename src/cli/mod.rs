@@ -3,9 +3,9 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-mod completions;
 mod bench;
 mod calibrate;
+mod completions;
 mod data;
 mod eval;
 mod list;

@@ -16,6 +16,11 @@ pub fn config_kinds() -> Vec<ConfigKind> {
             include_str!("../../configs/sample.toml"),
         )
         .command("sample"),
+        ConfigKind::of::<crate::train::TrainConfig>(
+            "train.schema.json",
+            include_str!("../../configs/train.toml"),
+        )
+        .command("train"),
         ConfigKind::of::<crate::reproduce::samplers::SamplersConfig>(
             "reproduce-samplers.schema.json",
             include_str!("../../configs/reproduce/samplers-quick.toml"),

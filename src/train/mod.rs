@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// A fully resolved training config (`configs/train.toml` holds the defaults).
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// Training data (HDF5 `/data`).
@@ -193,10 +193,7 @@ pub struct TrainOutcome {
 pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOutcome> {
     cfg.check()?;
     let dev = seeded_device(cfg.seed);
-    let mut loader = Loader::open(
-        &cfg.data,
-        LoaderConfig::new(cfg.batch, cfg.seed),
-    )?;
+    let mut loader = Loader::open(&cfg.data, LoaderConfig::new(cfg.batch, cfg.seed))?;
     let row_shape = loader.row_shape();
     let dim = loader.row_dim();
     let mut net = cfg.denoiser.network(&NetCtx {

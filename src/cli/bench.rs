@@ -87,6 +87,18 @@ fn train(a: TrainArgs) -> Result<()> {
         rate * a.batch as f64,
         peak_rss().unwrap_or_else(|| "unknown".into())
     );
+    // One JSON line for scripts (scripts/gpu-measure.sh collects lines starting with `{`).
+    println!(
+        "{}",
+        serde_json::json!({
+            "name": format!("fewstep-{}", a.model),
+            "row_shape": row_shape,
+            "batch": a.batch,
+            "steps_per_s": rate,
+            "ms_per_step": 1e3 / rate,
+            "device": if cfg!(feature = "cuda") { "cuda" } else { "cpu" },
+        })
+    );
     Ok(())
 }
 

@@ -19,3 +19,11 @@ pub mod xvar;
 
 // Denoisers
 pub mod gmm;
+
+// Objectives
+pub mod multistep_cd;
+pub mod multistep_ct;
+pub mod progressive;
+
+// Shared by objectives: Algorithm 1 (`multistep-ct`, `multistep-cd`) and its loss pieces
+pub mod multistep;

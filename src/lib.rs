@@ -14,10 +14,12 @@ pub mod config;
 pub mod data;
 pub mod denoiser;
 pub mod integrator;
+pub mod metrics;
 pub mod objective;
 pub mod registry;
 pub mod sampling;
 pub mod schedule;
+pub mod schema;
 pub mod tensor;
 
 /// The built-in plugins (schedules, integrators, denoisers, objectives).

@@ -14,13 +14,13 @@ pub enum DataCmd {
 pub struct MakeArgs {
     /// Built-in set: two-modes, ring8, gmm64, shapes16, shapes32.
     pub name: String,
-    /// Number of rows.
+    /// Number of rows (samples) to draw.
     #[arg(long, default_value_t = 100_000)]
     pub n: usize,
-    /// Random seed.
+    /// Seed of the draw (the same seed gives the same set).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output HDF5 file.
+    /// Output HDF5 file: `/data`, plus `/mixture` (exact parameters) for mixture sets.
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -3,15 +3,25 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod completions;
 mod data;
+mod eval;
 mod list;
 mod sample;
+pub mod schema;
 
 /// Few-step diffusion sampling and distillation (aDDIM, multistep consistency, progressive
 /// distillation). Every schedule, sampler, denoiser and objective is a plugin picked by name:
 /// `fewstep list` shows them.
 #[derive(Parser, Debug)]
-#[command(name = "fewstep", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "fewstep",
+    version,
+    propagate_version = true,
+    after_help = "Configs: a command's `--config FILE.toml` takes the same keys as its flags, and \
+                  flags override it; `fewstep schema` writes JSON Schemas for editors \
+                  (docs/configuration.md). Shell completion: `fewstep completions bash|zsh|fish`."
+)]
 pub struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "warn")]
@@ -30,6 +40,19 @@ pub enum Command {
     /// Datasets: make built-in sets, import, inspect.
     #[command(subcommand)]
     Data(data::DataCmd),
+    /// Write a JSON Schema per config file kind (completion and checks of TOML configs).
+    ///
+    /// One `<kind>.schema.json` per config file kind, generated from the registered plugins;
+    /// docs/configuration.md shows how an editor uses them.
+    Schema(schema::Args),
+    /// Print a shell completion script.
+    ///
+    /// E.g. `fewstep completions bash > ~/.local/share/bash-completion/completions/fewstep`, or
+    /// `fewstep completions zsh > ~/.zfunc/_fewstep` with `~/.zfunc` in `fpath`, or
+    /// `fewstep completions fish > ~/.config/fish/completions/fewstep.fish`.
+    Completions(completions::Args),
+    /// Score samples against a reference set: FD, sliced W2, and for mixtures NLL and mode KL.
+    Eval(eval::Args),
 }
 
 /// Parses arguments, runs the command, prints errors with their causes.
@@ -40,6 +63,9 @@ pub fn main() -> ExitCode {
         Command::List(a) => list::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Data(c) => data::run(c),
+        Command::Schema(a) => schema::run(a),
+        Command::Completions(a) => completions::run(a),
+        Command::Eval(a) => eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

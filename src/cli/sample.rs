@@ -15,7 +15,8 @@ const DEFAULTS: &str = include_str!("../../configs/sample.toml");
 
 #[derive(clap::Args, Debug, Default)]
 pub struct Args {
-    /// TOML config with the same fields as the flags; flags override it.
+    /// TOML config with the same keys as the flags (schema: schemas/sample.schema.json); flags
+    /// override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Dataset file (HDF5). A Gaussian-mixture set also defines the exact `gmm` denoiser.
@@ -51,7 +52,7 @@ pub struct Args {
 }
 
 /// A fully resolved sampling config (what `--config` files hold).
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SampleConfig {
     pub schedule: Box<dyn Schedule>,

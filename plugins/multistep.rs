@@ -40,7 +40,6 @@ pub struct Multistep {
     /// The deterministic one-evaluation step z_t -> z_s that teaches (`addim`, the paper's, or
     /// `ddim`, Table 4's ablation), as a nested `[objective.teacher_integrator]` table.
     #[serde(default = "teacher_integrator")]
-    #[schemars(with = "IntegratorTable")]
     pub teacher_integrator: Box<dyn Integrator>,
     /// eta of the per-example x_var = eta ||x_teacher - x||^2 / d handed to the teacher step
     /// (the paper's xvar_frac). It is 0 for consistency training, where aDDIM is DDIM.
@@ -95,14 +94,6 @@ impl Default for Multistep {
             huber_eps: huber_eps(),
         }
     }
-}
-
-/// A nested integrator table as `fewstep list` shows it.
-#[derive(JsonSchema)]
-#[allow(dead_code)]
-pub struct IntegratorTable {
-    /// Integrator name (`fewstep list integrator`) and its fields.
-    name: String,
 }
 
 /// `deserialize_with` check for a count that must be at least 1.

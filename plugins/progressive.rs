@@ -10,8 +10,8 @@ use fewstep::integrator::{inv_ddim_rows, Integrator, TeacherStep};
 use fewstep::objective::{DistillObjective, Loss, ObjectiveCtx, Round};
 use fewstep::plugins::ddim::Ddim;
 use fewstep::plugins::multistep::{
-    at_least_one, mean_square, normal, snr_weights, teacher_integrator, x_var, xvar_frac,
-    IntegratorTable, Prepared, Times, XVarSource,
+    at_least_one, mean_square, normal, snr_weights, teacher_integrator, x_var, xvar_frac, Prepared,
+    Times, XVarSource,
 };
 use fewstep::register_plugin;
 use fewstep::tensor::Batch;
@@ -34,12 +34,10 @@ pub struct Progressive {
     pub iters_per_round: u64,
     /// Teacher step of round one, whose teacher is the diffusion model (`addim` as in the paper).
     #[serde(default = "teacher_integrator")]
-    #[schemars(with = "IntegratorTable")]
     pub teacher_integrator: Box<dyn Integrator>,
     /// Teacher step of later rounds, whose teachers are students. `ddim` by default: aDDIM in
     /// every round compounds its correction.
     #[serde(default = "later_integrator")]
-    #[schemars(with = "IntegratorTable")]
     pub later_integrator: Box<dyn Integrator>,
     /// eta of the per-example x_var = eta ||x_teacher - x||^2 / d of each teacher step.
     #[serde(

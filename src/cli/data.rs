@@ -1,13 +1,20 @@
 //! `fewstep data ...`: make built-in sets, import, inspect.
 
 use crate::data::builtin::{make_set, write_set, SETS};
-use anyhow::Result;
+use crate::data::import::{import_arrays, import_png, Format, ImportOptions, Layout};
+use crate::data::{inspect, shapes};
+use anyhow::{bail, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum DataCmd {
     /// Write a built-in dataset (mixtures with their exact parameters, or procedural images).
     Make(MakeArgs),
+    /// Convert .npy/.npz arrays or a folder of PNG images to a fewstep HDF5 dataset.
+    Import(ImportArgs),
+    /// Show what a dataset file holds (shape, dtype, storage, value range, NaN/Inf, labels),
+    /// optionally with a PNG grid of its first images.
+    Inspect(InspectArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -25,29 +32,127 @@ pub struct MakeArgs {
     pub out: PathBuf,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// Input format.
+    #[arg(long, value_enum)]
+    pub from: Format,
+    /// Input files (npy, npz; concatenated in order) or one folder (png: images directly in it,
+    /// or in one subfolder per class, which gives labels).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Row shape to store, e.g. 3,32,32 (C,H,W). Needed for flat image rows [N, C*H*W]; for png
+    /// it picks the channels (1 grey, 3 RGB, 4 RGBA).
+    #[arg(long, value_delimiter = ',')]
+    pub shape: Option<Vec<usize>>,
+    /// Pixel layout of the input rows: chw (channel-planar, e.g. the downsampled-ImageNet npz
+    /// batches) or hwc (interleaved). Default: chw for flat rows, inferred from the shape of
+    /// [N, H, W, C] / [N, C, H, W] arrays.
+    #[arg(long, value_enum)]
+    pub layout: Option<Layout>,
+    /// Compress with deflate at this level (0-9; 4 when given without a value).
+    #[arg(long, num_args = 0..=1, default_missing_value = "4")]
+    pub compress: Option<u8>,
+    /// Output HDF5 file.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// Dataset file.
+    pub file: PathBuf,
+    /// Also write a PNG grid of the first images here.
+    #[arg(long)]
+    pub grid: Option<PathBuf>,
+    /// Number of images in the grid.
+    #[arg(long, default_value_t = 64)]
+    pub grid_n: usize,
+}
+
 pub fn run(cmd: DataCmd) -> Result<()> {
     match cmd {
         DataCmd::Make(a) => make(a),
+        DataCmd::Import(a) => import(a),
+        DataCmd::Inspect(a) => inspect(a),
     }
 }
 
 fn make(a: MakeArgs) -> Result<()> {
-    let set = make_set(&a.name, a.n, a.seed)?;
     let about = SETS
         .iter()
         .find(|s| s.0 == a.name)
         .map(|s| s.1)
         .unwrap_or_default();
-    write_set(
-        &a.out,
-        &set,
-        &format!("fewstep data make {} --n {} --seed {}", a.name, a.n, a.seed),
-    )?;
+    let source = format!("fewstep data make {} --n {} --seed {}", a.name, a.n, a.seed);
+    let shape = match a.name.as_str() {
+        // Image sets are written as uint8, block by block.
+        "shapes16" | "shapes32" => {
+            let size = if a.name == "shapes16" { 16 } else { 32 };
+            shapes::write(&a.out, size, a.n, a.seed, &source)?;
+            vec![a.n, 3, size, size]
+        }
+        _ => {
+            let set = make_set(&a.name, a.n, a.seed)?;
+            write_set(&a.out, &set, &source)?;
+            set.data.shape
+        }
+    };
     eprintln!(
-        "wrote {} ({about}): /data {:?} to {}",
+        "wrote {} ({about}): /data {shape:?} to {}",
         a.name,
-        set.data.shape,
         a.out.display()
     );
+    Ok(())
+}
+
+fn import(a: ImportArgs) -> Result<()> {
+    let mut source = format!("fewstep data import --from {:?}", a.from).to_lowercase();
+    for i in &a.inputs {
+        source.push(' ');
+        source.push_str(&i.display().to_string());
+    }
+    let opts = ImportOptions {
+        shape: a.shape,
+        layout: a.layout,
+        compress: a.compress,
+        source,
+    };
+    let s = match a.from {
+        Format::Png => {
+            if a.inputs.len() != 1 || !a.inputs[0].is_dir() {
+                bail!("--from png takes one folder of .png images");
+            }
+            import_png(&a.inputs[0], &a.out, &opts)?
+        }
+        f => import_arrays(f, &a.inputs, &a.out, &opts)?,
+    };
+    eprintln!(
+        "wrote /data {:?} {}{}{} to {}",
+        s.shape,
+        s.elem.name(),
+        if s.transposed {
+            " (transposed from H,W,C)"
+        } else {
+            ""
+        },
+        if s.labels { " with /labels" } else { "" },
+        a.out.display()
+    );
+    if s.non_finite > 0 {
+        eprintln!(
+            "warning: {} NaN/Inf values; the loader will refuse batches holding them",
+            s.non_finite
+        );
+    }
+    Ok(())
+}
+
+fn inspect(a: InspectArgs) -> Result<()> {
+    print!("{}", inspect::inspect(&a.file)?);
+    if let Some(out) = &a.grid {
+        let k = inspect::write_grid(&a.file, out, a.grid_n)?;
+        println!("grid:        {k} images to {}", out.display());
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod completions;
 mod data;
 mod eval;
 mod list;
+mod reproduce;
 mod sample;
 pub mod schema;
 
@@ -37,6 +38,8 @@ pub enum Command {
     List(list::Args),
     /// Draw samples with any schedule, integrator and denoiser.
     Sample(sample::Args),
+    /// Rerun the paper's comparisons (tables, CSV, plots).
+    Reproduce(reproduce::Args),
     /// Datasets: make built-in sets, import, inspect.
     #[command(subcommand)]
     Data(data::DataCmd),
@@ -66,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Schema(a) => schema::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Reproduce(a) => reproduce::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

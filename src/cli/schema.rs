@@ -16,12 +16,10 @@ pub fn config_kinds() -> Vec<ConfigKind> {
             include_str!("../../configs/sample.toml"),
         )
         .command("sample"),
-        // Not yet on this branch; after `SamplersConfig` derives `schemars::JsonSchema` (with
-        // `#[schemars(with = "Vec<Box<dyn Integrator>>")]` on its `integrators` tables):
-        // ConfigKind::of::<crate::reproduce::samplers::SamplersConfig>(
-        //     "reproduce-samplers.schema.json",
-        //     include_str!("../../configs/reproduce/samplers-quick.toml"),
-        // ),
+        ConfigKind::of::<crate::reproduce::samplers::SamplersConfig>(
+            "reproduce-samplers.schema.json",
+            include_str!("../../configs/reproduce/samplers-quick.toml"),
+        ),
     ]
 }
 

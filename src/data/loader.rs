@@ -1,21 +1,77 @@
-//! Batches of a dataset for training.
+//! Shuffled batches of a dataset for training, streamed from HDF5.
 //!
-//! This first version holds `/data` in memory and draws a seeded full permutation per epoch.
-//! The streaming loader (hyperslab blocks, shuffle buffer, prefetch thread) replaces its insides
-//! behind the same API.
+//! `/data` is read in contiguous blocks of whole chunks. An epoch visits the blocks in a seeded
+//! random order; consecutive blocks fill a shuffle window (about [`LoaderConfig::shuffle_bytes`])
+//! whose rows are handed out in a seeded random order. Files of at most
+//! [`LoaderConfig::in_memory_max_bytes`] are read once and drawn with a full permutation per
+//! epoch.
+//!
+//! Background threads do all the work: a reader fills windows and cuts the row order into
+//! batches, and [`LoaderConfig::workers`] converters turn them into float32 batches (uint8 data
+//! comes out four times larger, so conversion is the expensive part). Batches are handed out in
+//! the reader's order, so the result depends only on the seed, never on the thread count.
+//!
+//! Epochs follow each other with no gap: batches always hold `batch` rows, and a batch may span
+//! the end of one epoch and the start of the next. Rows `k*N .. (k+1)*N` of the stream (epoch
+//! `k`) hold every row of the file exactly once.
 
-use super::h5::{read_data, DataArray};
-use anyhow::{bail, Result};
+use super::source::{self, push_row, DataInfo, RowReader};
+use anyhow::{anyhow, bail, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use std::path::{Path, PathBuf};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
-/// How batches are drawn.
+/// How batches are drawn. Build with [`LoaderConfig::new`] and override fields as needed.
 #[derive(Clone, Debug)]
 pub struct LoaderConfig {
     pub batch: usize,
     pub seed: u64,
+    /// Row shape the model expects, checked when opening. `[D]` also accepts rows of any shape
+    /// with D elements (the model flattens them).
+    pub expect_row_shape: Option<Vec<usize>>,
+    /// Files whose `/data` takes at most this many bytes (as stored, uncompressed) are held in
+    /// memory and drawn with a full permutation per epoch.
+    pub in_memory_max_bytes: u64,
+    /// Read size: blocks of about this many bytes, rounded to whole chunks.
+    pub block_bytes: usize,
+    /// Shuffle window: rows of about this many bytes of consecutive (shuffled) blocks are
+    /// permuted together. About three windows are in memory at once.
+    pub shuffle_bytes: usize,
+    /// Batches prepared ahead.
+    pub prefetch: usize,
+    /// Threads converting rows to float32 batches (the batch order does not depend on it).
+    pub workers: usize,
+}
+
+impl LoaderConfig {
+    pub fn new(batch: usize, seed: u64) -> Self {
+        LoaderConfig {
+            batch,
+            seed,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        LoaderConfig {
+            batch: 256,
+            seed: 0,
+            expect_row_shape: None,
+            in_memory_max_bytes: 256 << 20,
+            block_bytes: 1 << 20,
+            shuffle_bytes: 64 << 20,
+            prefetch: 4,
+            workers: cores.clamp(1, 4),
+        }
+    }
 }
 
 /// One batch on the host: `rows` rows of `row_shape`, flattened row-major.
@@ -27,53 +83,128 @@ pub struct HostBatch {
     pub labels: Option<Vec<i64>>,
 }
 
-/// An endless stream of shuffled batches; each epoch covers every row exactly once
-/// (the last, partial batch of an epoch is dropped only if smaller than `batch`).
+/// An endless stream of shuffled batches (see the module docs).
 pub struct Loader {
-    path: PathBuf,
-    data: DataArray,
+    info: DataInfo,
     cfg: LoaderConfig,
-    order: Vec<usize>,
-    pos: usize,
-    epoch: u64,
+    has_labels: bool,
+    in_memory: bool,
+    /// One output per converter; batch `i` comes from `outputs[i % workers]`.
+    outputs: Vec<Receiver<Result<HostBatch>>>,
+    next: usize,
+    spare: Arc<Mutex<Vec<Vec<f32>>>>,
+    threads: Vec<JoinHandle<()>>,
+    rows_seen: u64,
+    stopped: bool,
 }
 
 impl Loader {
+    /// Opens `path`, validates `/data` (and `/labels`) and starts the background threads.
     pub fn open(path: &Path, cfg: LoaderConfig) -> Result<Self> {
-        let data = read_data(path)?;
-        if data.rows() < cfg.batch {
+        let df = source::open(path)?;
+        let info = df.info.clone();
+        let p = path.display();
+        if cfg.batch == 0 {
+            bail!("batch size must be at least 1");
+        }
+        if info.rows() < cfg.batch {
             bail!(
-                "{}: `/data` has {} rows, fewer than the batch size {}; lower --batch",
-                path.display(),
-                data.rows(),
+                "{p}: `/data` has {} rows, fewer than the batch size {}; lower the batch size \
+                 or use a larger dataset",
+                info.rows(),
                 cfg.batch
             );
         }
-        let mut l = Loader {
-            path: path.to_path_buf(),
-            order: (0..data.rows()).collect(),
-            data,
-            cfg,
-            pos: 0,
-            epoch: 0,
+        if info.rows() > u32::MAX as usize {
+            bail!(
+                "{p}: `/data` has {} rows; at most 2^32 - 1 are supported",
+                info.rows()
+            );
+        }
+        if let Some(want) = &cfg.expect_row_shape {
+            let have = info.row_shape();
+            let flat_ok = want.len() == 1 && want[0] == info.row_dim();
+            if have != want.as_slice() && !flat_ok {
+                bail!(
+                    "{p}: `/data` rows have shape {have:?} but the model expects {want:?}; \
+                     use a dataset of that shape or configure the model for {have:?}"
+                );
+            }
+        }
+        let labels = source::read_labels(&df)?.map(Arc::new);
+        drop(df);
+        let reader = RowReader::new(source::open_with(path, true)?)?;
+
+        let in_memory = info.bytes() <= cfg.in_memory_max_bytes;
+        let workers = cfg.workers.max(1);
+        let depth = cfg.prefetch.max(1).div_ceil(workers);
+        let spare = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        let mut jobs = Vec::new();
+        let mut outputs = Vec::new();
+        for k in 0..workers {
+            let (job_tx, job_rx) = sync_channel::<Job>(1);
+            let (out_tx, out_rx) = sync_channel(depth);
+            let convert = Converter {
+                info: info.clone(),
+                batch: cfg.batch,
+                labels: labels.clone(),
+                spare: spare.clone(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("fewstep-convert-{k}"))
+                    .spawn(move || {
+                        for job in job_rx {
+                            if out_tx.send(convert.run(job)).is_err() {
+                                return;
+                            }
+                        }
+                    })?,
+            );
+            jobs.push(job_tx);
+            outputs.push(out_rx);
+        }
+        let read = Reader {
+            reader,
+            cfg: cfg.clone(),
+            in_memory,
+            jobs,
+            sent: 0,
+            pool: Arc::new(Mutex::new(Vec::new())),
         };
-        l.shuffle();
-        Ok(l)
+        threads.push(
+            std::thread::Builder::new()
+                .name("fewstep-read".into())
+                .spawn(move || read.run())?,
+        );
+        Ok(Loader {
+            info,
+            cfg,
+            has_labels: labels.is_some(),
+            in_memory,
+            outputs,
+            next: 0,
+            spare,
+            threads,
+            rows_seen: 0,
+            stopped: false,
+        })
     }
 
     /// Shape of one row, e.g. `[2]` or `[3, 32, 32]`.
     pub fn row_shape(&self) -> Vec<usize> {
-        self.data.shape[1..].to_vec()
+        self.info.row_shape().to_vec()
     }
 
     /// Flattened row size.
     pub fn row_dim(&self) -> usize {
-        self.data.row_dim()
+        self.info.row_dim()
     }
 
     /// Number of rows in the file.
     pub fn len(&self) -> usize {
-        self.data.rows()
+        self.info.rows()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -81,33 +212,294 @@ impl Loader {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.info.path
     }
 
-    /// The next batch of `batch` rows.
+    /// Whether `/labels` is present (then every batch carries labels).
+    pub fn has_labels(&self) -> bool {
+        self.has_labels
+    }
+
+    /// Whether the whole of `/data` is held in memory.
+    pub fn in_memory(&self) -> bool {
+        self.in_memory
+    }
+
+    /// Rows handed out so far (refused batches included); `rows_seen() / len()` is the epoch.
+    pub fn rows_seen(&self) -> u64 {
+        self.rows_seen
+    }
+
+    /// Completed epochs.
+    pub fn epoch(&self) -> u64 {
+        self.rows_seen / self.len() as u64
+    }
+
+    /// The next batch of `batch` rows. A batch holding a NaN or Inf is refused with an error
+    /// naming the row; the next call goes on with the following batch.
     pub fn next_batch(&mut self) -> Result<HostBatch> {
-        if self.pos + self.cfg.batch > self.order.len() {
-            self.epoch += 1;
-            self.shuffle();
+        if self.stopped {
+            bail!(
+                "the loader of {} stopped after an earlier error",
+                self.info.path.display()
+            );
         }
-        let d = self.row_dim();
-        let mut values = Vec::with_capacity(self.cfg.batch * d);
-        for &i in &self.order[self.pos..self.pos + self.cfg.batch] {
-            values.extend_from_slice(&self.data.values[i * d..(i + 1) * d]);
+        let out = &self.outputs[self.next % self.outputs.len()];
+        self.next += 1;
+        match out.recv() {
+            Ok(batch) => {
+                self.rows_seen += self.cfg.batch as u64;
+                batch
+            }
+            Err(_) => {
+                self.stopped = true;
+                Err(anyhow!(
+                    "the loader threads of {} ended unexpectedly",
+                    self.info.path.display()
+                ))
+            }
         }
-        self.pos += self.cfg.batch;
-        Ok(HostBatch {
-            values,
-            rows: self.cfg.batch,
-            row_shape: self.row_shape(),
-            labels: None,
+    }
+
+    /// Hands a batch's buffer back for reuse, which saves allocating (and page-faulting) a
+    /// fresh one per batch.
+    pub fn recycle(&self, batch: HostBatch) {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < self.cfg.prefetch + 2 * self.outputs.len() {
+            spare.push(batch.values);
+        }
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Closing the outputs ends the converters, which closes their job queues, which ends
+        // the reader.
+        self.outputs.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Rows held in memory: a shuffle window, or the whole file.
+struct Rows {
+    bytes: Vec<u8>,
+    /// Buffers go back here for the next window.
+    pool: Option<Arc<Mutex<Vec<Vec<u8>>>>>,
+}
+
+impl Drop for Rows {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+            if pool.len() < 2 {
+                pool.push(std::mem::take(&mut self.bytes));
+            }
+        }
+    }
+}
+
+/// Rows in the order they are handed out: (row within `rows`, row in the file).
+struct Window {
+    rows: Arc<Rows>,
+    order: Vec<(u32, u32)>,
+}
+
+/// The rows of one batch: consecutive pieces of windows' orders.
+enum Job {
+    Batch(Vec<(Arc<Window>, Range<usize>)>),
+    Fail(anyhow::Error),
+}
+
+/// The reader thread: fills windows, shuffles, and deals batches to the converters in turn.
+struct Reader {
+    reader: RowReader,
+    cfg: LoaderConfig,
+    in_memory: bool,
+    jobs: Vec<SyncSender<Job>>,
+    sent: usize,
+    pool: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Reader {
+    fn run(mut self) {
+        if let Err(e) = self.stream() {
+            let k = self.sent % self.jobs.len();
+            let _ = self.jobs[k].send(Job::Fail(e));
+        }
+    }
+
+    /// Deals batches until a converter hangs up (the loader was dropped).
+    fn stream(&mut self) -> Result<()> {
+        let n = self.reader.info().rows();
+        let rb = self.reader.row_bytes();
+        let mut pending = Vec::new();
+        let mut need = self.cfg.batch;
+        let memory = if self.in_memory {
+            let mut bytes = vec![0u8; n * rb];
+            self.reader.read_into(0, n, &mut bytes)?;
+            Some(Arc::new(Rows { bytes, pool: None }))
+        } else {
+            None
+        };
+        let block = self.block_rows();
+        let blocks = n.div_ceil(block);
+        let per_window = (self.cfg.shuffle_bytes / (block * rb).max(1)).max(1);
+        for epoch in 0u64.. {
+            let mut rng = StdRng::seed_from_u64(mix(self.cfg.seed, epoch));
+            if let Some(rows) = &memory {
+                let mut order: Vec<(u32, u32)> = (0..n as u32).map(|r| (r, r)).collect();
+                order.shuffle(&mut rng);
+                let rows = rows.clone();
+                if !self.deal(Arc::new(Window { rows, order }), &mut pending, &mut need) {
+                    return Ok(());
+                }
+                continue;
+            }
+            let mut order: Vec<usize> = (0..blocks).collect();
+            order.shuffle(&mut rng);
+            for group in order.chunks(per_window) {
+                let w = self.window(group, block, &mut rng)?;
+                if !self.deal(Arc::new(w), &mut pending, &mut need) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the given blocks into one window and shuffles its rows.
+    fn window(&self, group: &[usize], block: usize, rng: &mut StdRng) -> Result<Window> {
+        let n = self.reader.info().rows();
+        let rb = self.reader.row_bytes();
+        let spans: Vec<Range<usize>> = group
+            .iter()
+            .map(|&b| b * block..((b + 1) * block).min(n))
+            .collect();
+        let total: usize = spans.iter().map(|s| s.len()).sum();
+        let mut bytes = self
+            .pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        bytes.resize(total * rb, 0);
+        let mut order = Vec::with_capacity(total);
+        let mut at = 0;
+        for s in spans {
+            self.reader
+                .read_into(s.start, s.end, &mut bytes[at * rb..(at + s.len()) * rb])?;
+            order.extend(
+                s.clone()
+                    .enumerate()
+                    .map(|(i, r)| ((at + i) as u32, r as u32)),
+            );
+            at += s.len();
+        }
+        order.shuffle(rng);
+        Ok(Window {
+            rows: Arc::new(Rows {
+                bytes,
+                pool: Some(self.pool.clone()),
+            }),
+            order,
         })
     }
 
-    fn shuffle(&mut self) {
-        let mut rng =
-            StdRng::seed_from_u64(self.cfg.seed ^ self.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        self.order.shuffle(&mut rng);
-        self.pos = 0;
+    /// Cuts a window's order into batches and sends each full one to the next converter.
+    /// Returns false once the loader is gone.
+    fn deal(
+        &mut self,
+        w: Arc<Window>,
+        pending: &mut Vec<(Arc<Window>, Range<usize>)>,
+        need: &mut usize,
+    ) -> bool {
+        let mut at = 0;
+        while at < w.order.len() {
+            let take = (*need).min(w.order.len() - at);
+            pending.push((w.clone(), at..at + take));
+            at += take;
+            *need -= take;
+            if *need == 0 {
+                let job = Job::Batch(std::mem::take(pending));
+                let k = self.sent % self.jobs.len();
+                if self.jobs[k].send(job).is_err() {
+                    return false;
+                }
+                self.sent += 1;
+                *need = self.cfg.batch;
+            }
+        }
+        true
     }
+
+    /// Rows per read: whole chunks adding up to about `block_bytes`.
+    fn block_rows(&self) -> usize {
+        let info = self.reader.info();
+        let unit = info.chunk_rows().unwrap_or(1);
+        let per_unit = unit * self.reader.row_bytes();
+        let units = (self.cfg.block_bytes / per_unit.max(1)).max(1);
+        (units * unit).min(info.rows())
+    }
+}
+
+/// A converter thread's work: rows to a float32 batch, checked for NaN/Inf.
+struct Converter {
+    info: DataInfo,
+    batch: usize,
+    labels: Option<Arc<Vec<i64>>>,
+    spare: Arc<Mutex<Vec<Vec<f32>>>>,
+}
+
+impl Converter {
+    fn run(&self, job: Job) -> Result<HostBatch> {
+        let pieces = match job {
+            Job::Batch(p) => p,
+            Job::Fail(e) => return Err(e),
+        };
+        let (elem, d) = (self.info.elem, self.info.row_dim());
+        let rb = d * elem.size();
+        let mut values = self
+            .spare
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
+        values.clear();
+        values.reserve(self.batch * d);
+        let mut labels = self.labels.as_ref().map(|_| Vec::with_capacity(self.batch));
+        let mut bad = None;
+        for (w, range) in &pieces {
+            for &(local, row) in &w.order[range.clone()] {
+                let (local, row) = (local as usize, row as usize);
+                let bytes = &w.rows.bytes[local * rb..(local + 1) * rb];
+                if let Some((j, v)) = push_row(elem, bytes, &mut values) {
+                    bad.get_or_insert((row, j, v));
+                }
+                if let (Some(l), Some(all)) = (labels.as_mut(), &self.labels) {
+                    l.push(all[row]);
+                }
+            }
+        }
+        if let Some((row, j, v)) = bad {
+            bail!(
+                "{}: `/data` row {row} holds {v} at element {j}; this batch is refused, not \
+                 trained on. Find such rows with `fewstep data inspect` and clean or drop them",
+                self.info.path.display()
+            );
+        }
+        debug_assert_eq!(values.len(), self.batch * d);
+        Ok(HostBatch {
+            values,
+            rows: self.batch,
+            row_shape: self.info.row_shape().to_vec(),
+            labels,
+        })
+    }
+}
+
+/// A per-epoch seed.
+fn mix(seed: u64, epoch: u64) -> u64 {
+    seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }

@@ -1,13 +1,19 @@
-//! Datasets in HDF5: `/data` float32 `[N, ...]` (uint8 images are scaled to [-1, 1] on read), and
-//! for Gaussian-mixture sets `/mixture/{weights [K], means [K, D], stds [K]}` (float64).
-//! See `schemas/dataset.md`.
+//! Datasets in HDF5: `/data` `[N, ...]` (float32, float64, or uint8 images scaled to [-1, 1] on
+//! read), optional `/labels` `[N]` (integers), and for Gaussian-mixture sets
+//! `/mixture/{weights [K], means [K, D], stds [K]}` (float64). See `schemas/dataset.md`.
 
 pub mod builtin;
 pub mod h5;
+pub mod import;
+pub mod inspect;
 pub mod loader;
 pub mod mixture;
 pub mod mixtures;
+pub mod npy;
 pub mod shapes;
+pub mod source;
+pub mod write;
 
 pub use h5::{read_data, write_data, Attrs, DataArray};
+pub use loader::{HostBatch, Loader, LoaderConfig};
 pub use mixture::Mixture;

@@ -1,0 +1,148 @@
+//! Loader throughput on a 1 GB uint8 image file (3x32x32, chunked as `fewstep data` writes it),
+//! beside a raw sequential read of the same file in the same run; both from the page cache.
+//! Goal: the loader (read, shuffle, convert to float32, batch) at >= 70% of the raw read.
+//! Conversion writes four bytes of float32 per byte read, so it takes several converter
+//! threads (`LoaderConfig::workers`, default: cores up to 4) to keep up with the read.
+//!
+//! The file is made once as /tmp/fewstep-bench-loader-1g.h5 (FEWSTEP_BENCH_FILE overrides).
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use fewstep::data::h5::write_with;
+use fewstep::data::write::{chunk_rows, RowWriter};
+use fewstep::data::{Loader, LoaderConfig};
+use std::hint::black_box;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const ROW: [usize; 3] = [3, 32, 32];
+const N: usize = 327_680; // x 3072 bytes = 1.007e9 bytes
+const BATCH: usize = 256;
+
+fn bench_file() -> PathBuf {
+    let path = std::env::var_os("FEWSTEP_BENCH_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/fewstep-bench-loader-1g.h5"));
+    let d: usize = ROW.iter().product();
+    let ok = hdf5::File::open(&path)
+        .and_then(|f| f.dataset("data"))
+        .map(|ds| ds.shape() == [N, ROW[0], ROW[1], ROW[2]])
+        .unwrap_or(false);
+    if !ok {
+        let need = (N * d) as u64 * 2;
+        let free = free_bytes(path.parent().unwrap_or(Path::new("/tmp")));
+        assert!(
+            free.is_none_or(|f| f > need),
+            "{} needs {need} free bytes, only {free:?}",
+            path.display()
+        );
+        eprintln!("writing {} ({} bytes of /data)", path.display(), N * d);
+        write_with(&path, |file| {
+            let mut w = RowWriter::create::<u8>(file, &[N, ROW[0], ROW[1], ROW[2]], None)?;
+            let block = chunk_rows(N, d);
+            let mut state = 0x2545_F491_4F6C_DD1Du64;
+            let mut buf = vec![0u8; block * d];
+            for start in (0..N).step_by(block) {
+                let k = block.min(N - start);
+                for b in buf[..k * d].iter_mut() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    *b = (state >> 56) as u8;
+                }
+                w.write(&buf[..k * d])?;
+            }
+            w.finish(&[("source", "benches/loader.rs".into())])
+        })
+        .expect("writing the bench file");
+    }
+    path
+}
+
+/// Free bytes on the file system holding `dir`, from `df`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let out = std::process::Command::new("df")
+        .args(["-Pk"])
+        .arg(dir)
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    let kb: u64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+fn raw_read(path: &Path, buf: &mut [u8]) -> u64 {
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut total = 0u64;
+    let mut check = 0u8;
+    loop {
+        let k = f.read(buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        check ^= buf[k - 1];
+        total += k as u64;
+    }
+    black_box(check);
+    total
+}
+
+fn loader(c: &mut Criterion) {
+    let path = bench_file();
+    let bytes = (N * ROW.iter().product::<usize>()) as u64;
+    let mut buf = vec![0u8; 1 << 20];
+    raw_read(&path, &mut buf); // into the page cache
+
+    let mut g = c.benchmark_group("loader_1gb_u8");
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Bytes(bytes));
+
+    g.bench_function("raw_sequential_read", |b| {
+        b.iter(|| raw_read(&path, &mut buf))
+    });
+
+    let cfg = LoaderConfig {
+        in_memory_max_bytes: 0,
+        ..LoaderConfig::new(BATCH, 0)
+    };
+    let one = LoaderConfig {
+        workers: 1,
+        ..cfg.clone()
+    };
+    let runs = [
+        (
+            format!("loader_epoch_{}_workers", cfg.workers),
+            cfg.clone(),
+            true,
+        ),
+        ("loader_epoch_1_worker".to_string(), one, true),
+        ("loader_epoch_no_recycle".to_string(), cfg, false),
+    ];
+    for (name, cfg, recycle) in runs {
+        let mut l = Loader::open(&path, cfg).unwrap();
+        assert!(!l.in_memory());
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for _ in 0..N / BATCH {
+                    let batch = l.next_batch().unwrap();
+                    black_box(batch.values[batch.values.len() - 1]);
+                    if recycle {
+                        l.recycle(batch);
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, loader);
+criterion_main!(benches);

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The main job on its built-in default: set-up (idempotent), a release build, then the paper
+# reproduction preset. Extra arguments replace the default command, e.g.
+#   scripts/main.sh sample --data ring8.h5 --integrator addim --steps 8
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+cargo build --release --quiet
+if [ $# -eq 0 ]; then
+  set -- reproduce samplers --preset quick --out out/samplers
+fi
+exec target/release/fewstep "$@"

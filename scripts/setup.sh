@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what fewstep needs on a fresh Debian/Ubuntu machine, idempotently: the HDF5 C library
+# (the `hdf5` crate links against it) and pkg-config, plus a Rust toolchain when none is present.
+set -euo pipefail
+
+need_pkgs=()
+dpkg -s libhdf5-dev >/dev/null 2>&1 || need_pkgs+=(libhdf5-dev)
+command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
+command -v cc >/dev/null 2>&1 || need_pkgs+=(build-essential)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "setup: installing ${need_pkgs[*]}" >&2
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] || {
+    echo "setup: installing Rust with rustup" >&2
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >&2
+  }
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+# The hdf5 crate finds Debian's libhdf5-dev (in hdf5/serial) through pkg-config.

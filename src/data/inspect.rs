@@ -1,0 +1,289 @@
+//! `fewstep data inspect`: what a dataset file holds, and a PNG grid of its first images.
+
+use super::h5::read_str_attr;
+use super::source::{self, push_row, DataInfo, Elem, RowReader};
+use anyhow::{bail, Context, Result};
+use std::fmt;
+use std::path::Path;
+
+/// Summary of a dataset file; `Display` prints it for people.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub info: DataInfo,
+    /// Bytes `/data` takes in the file (compressed size when filtered).
+    pub storage_bytes: u64,
+    /// Minimum and maximum of the finite stored values.
+    pub min: f64,
+    pub max: f64,
+    /// Mean and standard deviation of the finite values as loaded (uint8 scaled to [-1, 1]).
+    pub mean: f64,
+    pub std: f64,
+    pub nan: u64,
+    pub inf: u64,
+    /// `/labels`: (number of distinct labels, smallest, largest, class names).
+    pub labels: Option<LabelSummary>,
+    /// `/mixture` components K and dimension D, when present.
+    pub mixture: Option<(usize, usize)>,
+    /// String attributes of `/data`.
+    pub attrs: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LabelSummary {
+    pub distinct: usize,
+    pub min: i64,
+    pub max: i64,
+    pub classes: Option<String>,
+}
+
+/// Scans the whole of `/data` block by block.
+pub fn inspect(path: &Path) -> Result<Report> {
+    let rd = RowReader::new(source::open(path)?)?;
+    let df = &rd.df;
+    let info = df.info.clone();
+    let n = info.rows();
+    let block = (super::write::CHUNK_BYTES * 8 / (info.row_dim() * info.elem.size()).max(1))
+        .clamp(1, n.max(1));
+    let mut st = Stats::default();
+    let mut bytes = Vec::new();
+    for start in (0..n).step_by(block) {
+        let end = (start + block).min(n);
+        bytes.resize((end - start) * rd.row_bytes(), 0);
+        rd.read_into(start, end, &mut bytes)?;
+        match info.elem {
+            Elem::U8 => {
+                // A histogram keeps this fast on big image sets.
+                let mut hist = [0u64; 256];
+                bytes.iter().for_each(|&x| hist[x as usize] += 1);
+                for (x, &c) in hist.iter().enumerate().filter(|(_, c)| **c > 0) {
+                    st.add(x as f64, source::u8_to_f32(x as u8) as f64, c);
+                }
+            }
+            Elem::F32 => bytes.chunks_exact(4).for_each(|b| {
+                let x = f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64;
+                st.add(x, x, 1)
+            }),
+            Elem::F64 => bytes.chunks_exact(8).for_each(|b| {
+                let x = f64::from_le_bytes(b.try_into().expect("8 bytes"));
+                st.add(x, x as f32 as f64, 1)
+            }),
+        }
+    }
+    let mean = st.sum / st.count.max(1) as f64;
+    let std = (st.sum2 / st.count.max(1) as f64 - mean * mean)
+        .max(0.0)
+        .sqrt();
+    let labels = source::read_labels(df)?.map(|l| {
+        let mut sorted = l.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        LabelSummary {
+            distinct: sorted.len(),
+            min: sorted.first().copied().unwrap_or(0),
+            max: sorted.last().copied().unwrap_or(0),
+            classes: df
+                .file
+                .dataset("labels")
+                .ok()
+                .and_then(|d| read_str_attr(&d, "classes")),
+        }
+    });
+    let mixture = df
+        .file
+        .dataset("mixture/means")
+        .ok()
+        .map(|m| m.shape())
+        .filter(|s| s.len() == 2)
+        .map(|s| (s[0], s[1]));
+    let attrs = df
+        .data
+        .attr_names()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|k| {
+            let v = read_str_attr(&df.data, &k).unwrap_or_else(|| "(not a string)".into());
+            (k, v)
+        })
+        .collect();
+    Ok(Report {
+        storage_bytes: df.data.storage_size(),
+        info,
+        min: st.min,
+        max: st.max,
+        mean,
+        std,
+        nan: st.nan,
+        inf: st.inf,
+        labels,
+        mixture,
+        attrs,
+    })
+}
+
+struct Stats {
+    min: f64,
+    max: f64,
+    sum: f64,
+    sum2: f64,
+    count: u64,
+    nan: u64,
+    inf: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            sum: 0.0,
+            sum2: 0.0,
+            count: 0,
+            nan: 0,
+            inf: 0,
+        }
+    }
+}
+
+impl Stats {
+    /// Counts `times` values `x` (as stored) that load as `loaded`.
+    fn add(&mut self, x: f64, loaded: f64, times: u64) {
+        if x.is_nan() {
+            self.nan += times;
+        } else if x.is_infinite() {
+            self.inf += times;
+        } else {
+            self.min = self.min.min(x);
+            self.max = self.max.max(x);
+            self.sum += loaded * times as f64;
+            self.sum2 += loaded * loaded * times as f64;
+            self.count += times;
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.info;
+        writeln!(f, "file:        {}", i.path.display())?;
+        writeln!(
+            f,
+            "/data:       {:?} {} (N = {}, rows {:?})",
+            i.shape,
+            i.elem.name(),
+            i.rows(),
+            i.row_shape()
+        )?;
+        let storage = match &i.chunk {
+            Some(c) => format!("chunked {c:?}"),
+            None => "contiguous".to_string(),
+        };
+        let filters = if i.filters.is_empty() {
+            "no compression".to_string()
+        } else {
+            i.filters.join(", ")
+        };
+        writeln!(
+            f,
+            "storage:     {storage}, {filters}; {} in the file, {} uncompressed",
+            mib(self.storage_bytes),
+            mib(i.bytes())
+        )?;
+        if self.min <= self.max {
+            write!(f, "values:      min {}, max {}", self.min, self.max)?;
+            if i.elem == Elem::U8 {
+                write!(f, " (loaded as v / 127.5 - 1)")?;
+            }
+            writeln!(f, "; loaded mean {:.4}, std {:.4}", self.mean, self.std)?;
+        } else {
+            writeln!(f, "values:      none finite")?;
+        }
+        writeln!(
+            f,
+            "non-finite:  {} NaN, {} Inf{}",
+            self.nan,
+            self.inf,
+            if self.nan + self.inf > 0 {
+                " (the loader refuses batches holding them)"
+            } else {
+                ""
+            }
+        )?;
+        match &self.labels {
+            Some(l) => writeln!(
+                f,
+                "/labels:     present, {} distinct in {}..={}{}",
+                l.distinct,
+                l.min,
+                l.max,
+                l.classes
+                    .as_ref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default()
+            )?,
+            None => writeln!(f, "/labels:     absent")?,
+        }
+        match self.mixture {
+            Some((k, d)) => writeln!(f, "/mixture:    present, K = {k} components in D = {d}")?,
+            None => writeln!(f, "/mixture:    absent")?,
+        }
+        for (k, v) in &self.attrs {
+            writeln!(f, "attr {k}: {v}")?;
+        }
+        Ok(())
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+}
+
+/// Writes the first `count` images of `path` as a PNG grid to `out`; returns how many.
+/// Rows must be images: `[C, H, W]` with C = 1 or 3, or `[H, W]`. Float values are taken to be
+/// in [-1, 1]. Small images are scaled up so the grid is readable.
+pub fn write_grid(path: &Path, out: &Path, count: usize) -> Result<usize> {
+    let rd = RowReader::new(source::open(path)?)?;
+    let df = &rd.df;
+    let (c, h, w) = match *df.info.row_shape() {
+        [c @ (1 | 3), h, w] => (c, h, w),
+        [h, w] => (1, h, w),
+        ref s => bail!(
+            "{}: rows of shape {s:?} are not images; a grid needs [C, H, W] with C = 1 or 3, \
+             or [H, W]",
+            path.display()
+        ),
+    };
+    let k = count.min(df.info.rows()).max(1);
+    let mut bytes = vec![0u8; k * rd.row_bytes()];
+    rd.read_into(0, k, &mut bytes)?;
+    let d = c * h * w;
+    let mut vals = Vec::with_capacity(k * d);
+    for row in bytes.chunks_exact(rd.row_bytes()) {
+        push_row(df.info.elem, row, &mut vals);
+    }
+    let cols = (k as f64).sqrt().ceil() as usize;
+    let grid_rows = k.div_ceil(cols);
+    let scale = (64 / h.max(w)).max(1);
+    let (th, tw, pad) = (h * scale, w * scale, 2);
+    let (gw, gh) = (cols * (tw + pad) + pad, grid_rows * (th + pad) + pad);
+    let mut img = image::RgbImage::from_pixel(gw as u32, gh as u32, image::Rgb([255, 255, 255]));
+    for (i, row) in vals.chunks_exact(d).enumerate() {
+        let (x0, y0) = (pad + (i % cols) * (tw + pad), pad + (i / cols) * (th + pad));
+        for y in 0..th {
+            for x in 0..tw {
+                let p = (y / scale) * w + x / scale;
+                let px = |ch: usize| {
+                    let v = row[ch.min(c - 1) * h * w + p];
+                    ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8
+                };
+                img.put_pixel(
+                    (x0 + x) as u32,
+                    (y0 + y) as u32,
+                    image::Rgb([px(0), px(1), px(2)]),
+                );
+            }
+        }
+    }
+    img.save_with_format(out, image::ImageFormat::Png)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(k)
+}

@@ -1,0 +1,40 @@
+//! `fewstep reproduce ...`: the paper's comparisons at a scale this hardware affords, printed in
+//! the paper's layout with a CSV and plots.
+
+pub mod samplers;
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// Writes `text` to `dir/name` (creating `dir`).
+pub fn write_text(dir: &Path, name: &str, text: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join(name);
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A markdown table from a header and rows of cells.
+pub fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut s = format!(
+        "| {} |\n|{}|\n",
+        header.join(" | "),
+        header.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+    );
+    for r in rows {
+        s.push_str(&format!("| {} |\n", r.join(" | ")));
+    }
+    s
+}
+
+/// A number in 3 significant digits, the tables' format.
+pub fn fmt3(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e4) {
+        format!("{v:.2e}")
+    } else {
+        let digits = (2 - v.abs().log10().floor() as i32).clamp(0, 6) as usize;
+        format!("{v:.digits$}")
+    }
+}

@@ -1,0 +1,308 @@
+//! `fewstep reproduce samplers`: FD and SW2 against steps for every integrator, with the exact
+//! Gaussian-mixture denoiser (paper Figure 3 / A.4, without training error).
+
+use super::{fmt3, markdown_table, write_text};
+use crate::config::ConfigBuilder;
+use crate::data::builtin::{make_set, write_set};
+use crate::data::{read_data, DataArray, Mixture};
+use crate::denoiser::{BuildCtx, DenoiserSpec};
+use crate::integrator::Integrator;
+use crate::metrics::{evaluate, Metrics};
+use crate::plot::{line_panels, Panel, Series};
+use crate::registry;
+use crate::sampling::sample;
+use crate::schedule::{uniform_grid, Schedule};
+use crate::tensor::{batch_from_vec, normal, seeded_device};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const QUICK: &str = include_str!("../../configs/reproduce/samplers-quick.toml");
+
+/// The comparison's settings (a preset or a `--config` file).
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct SamplersConfig {
+    pub datasets: Vec<String>,
+    pub reference_n: usize,
+    pub n: usize,
+    pub seed: u64,
+    pub steps: Vec<usize>,
+    /// Integrators to compare; empty: every registered integrator with its defaults.
+    pub integrators: Vec<Box<dyn Integrator>>,
+    pub schedule: Box<dyn Schedule>,
+    pub denoiser: Box<dyn DenoiserSpec>,
+}
+
+/// One measured cell.
+pub struct Row {
+    pub dataset: String,
+    pub integrator: String,
+    pub steps: usize,
+    pub nfe: usize,
+    pub metrics: Metrics,
+}
+
+/// Resolves a preset name or config file.
+pub fn load(preset: &str, config: Option<&Path>) -> Result<SamplersConfig> {
+    let base = match preset {
+        "quick" => QUICK,
+        other => bail!("unknown preset `{other}` for `reproduce samplers`; valid presets: quick"),
+    };
+    ConfigBuilder::from_defaults(base)?.file(config)?.build()
+}
+
+/// Runs the comparison, writes `samplers.md`, `samplers.csv`, `samplers-fd.png`,
+/// `samplers-sw2.png` into `out`, and returns the markdown.
+pub fn run(cfg: &SamplersConfig, out: &Path) -> Result<String> {
+    let integrators = integrator_list(cfg)?;
+    let total: usize = cfg.datasets.len() * integrators.len() * cfg.steps.iter().sum::<usize>();
+    let bar = crate::cli::progress(total as u64, "samplers");
+    let mut rows = Vec::new();
+    let mut floors = Vec::new();
+    for name in &cfg.datasets {
+        let (reference, mixture, path) = reference_set(cfg, name, out)?;
+        floors.push((name.clone(), exact_floor(cfg, name, &reference, &mixture)?));
+        let dev = seeded_device(cfg.seed);
+        let denoiser = cfg.denoiser.build(&BuildCtx {
+            dev: dev.clone(),
+            data: Some(path),
+            checkpoint: None,
+        })?;
+        let dim = denoiser.dim();
+        let z1 = normal(&dev, cfg.n, dim).as_vec();
+        for integrator in &integrators {
+            let label = integrator_label(integrator.as_ref())?;
+            bar.set_message(format!("{name}/{label}"));
+            for &steps in &cfg.steps {
+                let z = batch_from_vec(&dev, z1.clone(), cfg.n, dim);
+                let s = sample(
+                    &dev,
+                    cfg.schedule.as_ref(),
+                    integrator.as_ref(),
+                    denoiser.as_ref(),
+                    z,
+                    &uniform_grid(steps),
+                )
+                .with_context(|| format!("{label} with {steps} steps on {name}"))?;
+                let samples = DataArray::new(s.samples.as_vec(), vec![cfg.n, dim]);
+                let metrics = evaluate(&samples, &reference, Some(&mixture))?;
+                rows.push(Row {
+                    dataset: name.clone(),
+                    integrator: label.clone(),
+                    steps,
+                    nfe: s.nfe,
+                    metrics,
+                });
+                bar.inc(steps as u64);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let md = report(cfg, &rows, &floors);
+    write_text(out, "samplers.md", &md)?;
+    write_text(out, "samplers.csv", &csv(&rows))?;
+    plot(out, cfg, &rows)?;
+    Ok(md)
+}
+
+/// The integrators to compare: the configured list, or every registered integrator.
+fn integrator_list(cfg: &SamplersConfig) -> Result<Vec<Box<dyn Integrator>>> {
+    if !cfg.integrators.is_empty() {
+        // Round-trip through TOML: plugins are not Clone behind `dyn`.
+        return cfg
+            .integrators
+            .iter()
+            .map(|i| crate::config::plugin_from_toml(&toml::to_string(i)?))
+            .collect();
+    }
+    registry::names(registry::kind::INTEGRATOR)
+        .into_iter()
+        .map(|n| crate::config::plugin_from_toml(&format!("name = \"{n}\"")))
+        .collect()
+}
+
+/// `name` plus any settings, e.g. `addim(eta=0.5)`.
+fn integrator_label(i: &dyn Integrator) -> Result<String> {
+    let toml::Value::Table(t) = toml::Value::try_from(i)? else {
+        bail!("integrator config is not a table")
+    };
+    let extra: Vec<String> = t
+        .iter()
+        .filter(|(k, _)| *k != "name")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let name = i.typetag_name();
+    Ok(if extra.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name}({})", extra.join(","))
+    })
+}
+
+/// The reference set `out/data/NAME.h5`, made if missing.
+fn reference_set(
+    cfg: &SamplersConfig,
+    name: &str,
+    out: &Path,
+) -> Result<(DataArray, Mixture, std::path::PathBuf)> {
+    let path = out.join("data").join(format!("{name}.h5"));
+    if !path.exists() {
+        let set = make_set(name, cfg.reference_n, cfg.seed + 1)?;
+        write_set(
+            &path,
+            &set,
+            &format!("fewstep reproduce samplers reference ({name})"),
+        )?;
+    }
+    let data = read_data(&path)?;
+    let mixture = Mixture::read(&path)?.with_context(|| {
+        format!(
+            "{} has no /mixture; `reproduce samplers` needs mixture data",
+            path.display()
+        )
+    })?;
+    Ok((data, mixture, path))
+}
+
+/// The metrics of fresh exact samples against the reference: the floor sampling noise sets.
+fn exact_floor(
+    cfg: &SamplersConfig,
+    name: &str,
+    reference: &DataArray,
+    mixture: &Mixture,
+) -> Result<Metrics> {
+    let fresh = make_set(name, cfg.n, cfg.seed + 2)?;
+    evaluate(&fresh.data, reference, Some(mixture))
+}
+
+fn report(cfg: &SamplersConfig, rows: &[Row], floors: &[(String, Metrics)]) -> String {
+    let mut md = String::from("# Samplers with the exact denoiser (paper Figure 3 / A.4)\n\n");
+    md.push_str(&format!(
+        "Exact Gaussian-mixture denoiser, `{}` schedule, uniform grid, {} samples per cell from shared noise (seed {}), \
+         reference {} exact samples. \"exact samples\" is the floor set by sampling noise alone.\n\n",
+        cfg.schedule.typetag_name(),
+        cfg.n,
+        cfg.seed,
+        cfg.reference_n
+    ));
+    for (metric, pick) in [
+        ("FD", (|m: &Metrics| m.fd) as fn(&Metrics) -> f64),
+        ("SW2", |m: &Metrics| m.sw2),
+    ] {
+        for (name, floor) in floors {
+            md.push_str(&format!(
+                "## {metric} on {name} (lower is better; columns are steps)\n\n"
+            ));
+            let mut header = vec!["integrator".to_string()];
+            header.extend(cfg.steps.iter().map(|s| s.to_string()));
+            let mut table: Vec<Vec<String>> = Vec::new();
+            let mut labels: Vec<&str> = rows
+                .iter()
+                .filter(|r| &r.dataset == name)
+                .map(|r| r.integrator.as_str())
+                .collect();
+            labels.dedup();
+            for label in labels {
+                let mut line = vec![format!("`{label}`")];
+                for &st in &cfg.steps {
+                    let cell = rows
+                        .iter()
+                        .find(|r| &r.dataset == name && r.integrator == label && r.steps == st);
+                    line.push(cell.map(|r| fmt3(pick(&r.metrics))).unwrap_or_default());
+                }
+                table.push(line);
+            }
+            let mut floor_line = vec!["exact samples".to_string(), fmt3(pick(floor))];
+            floor_line.extend(cfg.steps.iter().skip(1).map(|_| String::new()));
+            table.push(floor_line);
+            md.push_str(&markdown_table(&header, &table));
+            md.push('\n');
+        }
+    }
+    if let Some((first, _)) = floors.first() {
+        md.push_str("## Denoiser evaluations (NFE) per sample\n\n");
+        let mut header = vec!["integrator".to_string()];
+        header.extend(cfg.steps.iter().map(|s| s.to_string()));
+        let mut labels: Vec<&str> = rows
+            .iter()
+            .filter(|r| &r.dataset == first)
+            .map(|r| r.integrator.as_str())
+            .collect();
+        labels.dedup();
+        let table: Vec<Vec<String>> = labels
+            .into_iter()
+            .map(|l| {
+                let mut line = vec![format!("`{l}`")];
+                line.extend(cfg.steps.iter().map(|&st| {
+                    rows.iter()
+                        .find(|r| &r.dataset == first && r.integrator == l && r.steps == st)
+                        .map(|r| r.nfe.to_string())
+                        .unwrap_or_default()
+                }));
+                line
+            })
+            .collect();
+        md.push_str(&markdown_table(&header, &table));
+    }
+    md
+}
+
+fn csv(rows: &[Row]) -> String {
+    let mut s = String::from("dataset,integrator,steps,nfe,fd,sw2,nll,mode_kl\n");
+    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for r in rows {
+        s.push_str(&format!(
+            "{},\"{}\",{},{},{},{},{},{}\n",
+            r.dataset,
+            r.integrator,
+            r.steps,
+            r.nfe,
+            r.metrics.fd,
+            r.metrics.sw2,
+            opt(r.metrics.nll),
+            opt(r.metrics.mode_kl)
+        ));
+    }
+    s
+}
+
+fn plot(out: &Path, cfg: &SamplersConfig, rows: &[Row]) -> Result<()> {
+    for (metric, pick) in [
+        ("fd", (|m: &Metrics| m.fd) as fn(&Metrics) -> f64),
+        ("sw2", |m: &Metrics| m.sw2),
+    ] {
+        let panels: Vec<Panel> = cfg
+            .datasets
+            .iter()
+            .map(|name| {
+                let mut labels: Vec<&str> = rows
+                    .iter()
+                    .filter(|r| &r.dataset == name)
+                    .map(|r| r.integrator.as_str())
+                    .collect();
+                labels.dedup();
+                Panel {
+                    title: format!("{} on {name}", metric.to_uppercase()),
+                    x_label: "steps".into(),
+                    y_label: metric.to_uppercase(),
+                    log_x: true,
+                    log_y: true,
+                    series: labels
+                        .into_iter()
+                        .map(|l| Series {
+                            label: l.to_string(),
+                            points: rows
+                                .iter()
+                                .filter(|r| &r.dataset == name && r.integrator == l)
+                                .map(|r| (r.steps as f64, pick(&r.metrics)))
+                                .collect(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        line_panels(&out.join(format!("samplers-{metric}.png")), &panels)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! End-to-end tests of the `fewstep` binary: configs, errors, sampling, evaluation.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fewstep(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        .args(args)
+        .output()
+        .expect("run fewstep")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = fewstep(args);
+    assert!(
+        o.status.success(),
+        "fewstep {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn err(args: &[&str]) -> String {
+    let o = fewstep(args);
+    assert!(!o.status.success(), "fewstep {args:?} should fail");
+    String::from_utf8(o.stderr).unwrap()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A ring8 dataset in `dir`.
+fn ring8(dir: &Path, n: usize) -> PathBuf {
+    let path = dir.join("ring8.h5");
+    ok(&[
+        "data",
+        "make",
+        "ring8",
+        "--n",
+        &n.to_string(),
+        "--seed",
+        "1",
+        "--out",
+        p(&path),
+    ]);
+    path
+}
+
+#[test]
+fn list_shows_every_registered_plugin_with_fields() {
+    let out = ok(&["list"]);
+    for kind in fewstep::registry::kind::ALL {
+        for name in fewstep::registry::names(kind) {
+            assert!(out.contains(name), "`fewstep list` misses {kind} {name}");
+        }
+    }
+    assert!(out.contains("eta"), "addim's eta field is listed");
+    assert!(err(&["list", "samplers"])
+        .contains("valid kinds: schedule, integrator, denoiser, objective"));
+}
+
+#[test]
+fn unknown_plugin_name_lists_valid_names() {
+    let e = err(&[
+        "sample",
+        "--integrator",
+        "addimm",
+        "--out",
+        "/nonexistent/x.h5",
+    ]);
+    assert!(e.contains("addimm"), "{e}");
+    for name in fewstep::registry::names("integrator") {
+        assert!(e.contains(name), "error should list `{name}`: {e}");
+    }
+}
+
+#[test]
+fn unknown_field_and_malformed_toml_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad_field = dir.path().join("bad_field.toml");
+    std::fs::write(&bad_field, "[integrator]\nname = \"addim\"\netaa = 0.5\n").unwrap();
+    let e = err(&["sample", "--config", p(&bad_field)]);
+    assert!(e.contains("etaa") && e.contains("eta"), "{e}");
+
+    let malformed = dir.path().join("malformed.toml");
+    std::fs::write(&malformed, "[integrator\nname = 1\n").unwrap();
+    let e = err(&["sample", "--config", p(&malformed)]);
+    assert!(
+        e.contains("malformed TOML") && e.contains("malformed.toml"),
+        "{e}"
+    );
+
+    let e = err(&["sample", "--config", p(&dir.path().join("missing.toml"))]);
+    assert!(e.contains("cannot read config"), "{e}");
+}
+
+#[test]
+fn gmm_without_mixture_data_says_how_to_make_one() {
+    let e = err(&["sample", "--denoiser", "gmm", "--n", "10"]);
+    assert!(e.contains("data make"), "{e}");
+}
+
+#[test]
+fn sample_is_seeded_flags_override_config_and_noise_file_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = ring8(dir.path(), 2000);
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        "steps = 3\nn = 500\n[integrator]\nname = \"addim\"\neta = 0.5\n",
+    )
+    .unwrap();
+    let (a, b, c) = (
+        dir.path().join("a.h5"),
+        dir.path().join("b.h5"),
+        dir.path().join("c.h5"),
+    );
+    let base = ["sample", "--data", p(&data), "--config", p(&cfg)];
+    ok(&[&base[..], &["--seed", "3", "--out", p(&a)]].concat());
+    ok(&[&base[..], &["--seed", "3", "--out", p(&b)]].concat());
+    ok(&[&base[..], &["--seed", "4", "--steps", "5", "--out", p(&c)]].concat());
+    let read = |f: &Path| fewstep::data::read_data(f).unwrap();
+    let (ra, rb, rc) = (read(&a), read(&b), read(&c));
+    assert_eq!(ra.shape, vec![500, 2]);
+    assert_eq!(ra, rb, "same seed, same samples");
+    assert_ne!(ra.values, rc.values);
+
+    let file = hdf5::File::open(&c).unwrap();
+    let ds = file.dataset("data").unwrap();
+    let attr = |k: &str| fewstep::data::h5::read_str_attr(&ds, k).unwrap();
+    assert_eq!(attr("steps"), "5", "--steps overrides the config file");
+    assert_eq!(attr("nfe"), "5");
+    assert_eq!(attr("seed"), "4");
+    assert!(
+        attr("config").contains("eta = 0.5"),
+        "the resolved config is recorded: {}",
+        attr("config")
+    );
+
+    // The same noise file gives the same samples whatever the seed.
+    let (d, e) = (dir.path().join("d.h5"), dir.path().join("e.h5"));
+    ok(&[
+        &base[..],
+        &["--noise", p(&a), "--seed", "1", "--out", p(&d)],
+    ]
+    .concat());
+    ok(&[
+        &base[..],
+        &["--noise", p(&a), "--seed", "2", "--out", p(&e)],
+    ]
+    .concat());
+    assert_eq!(read(&d), read(&e));
+    let short = err(&[&base[..], &["--noise", p(&a), "--n", "501", "--out", p(&e)]].concat());
+    assert!(
+        short.contains("500 rows") && short.contains("501"),
+        "{short}"
+    );
+}
+
+#[test]
+fn ddim_512_steps_of_the_exact_denoiser_reach_fd_below_001_on_ring8() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = ring8(dir.path(), 20000);
+    let out = dir.path().join("s.h5");
+    ok(&[
+        "sample",
+        "--data",
+        p(&data),
+        "--integrator",
+        "ddim",
+        "--steps",
+        "512",
+        "--n",
+        "20000",
+        "--out",
+        p(&out),
+    ]);
+    let json = ok(&["eval", p(&out), "--reference", p(&data), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let fd = v["fd"].as_f64().unwrap();
+    assert!(fd < 0.01, "FD {fd} >= 0.01");
+    assert!(v["mode_kl"].as_f64().unwrap() < 0.01, "{v}");
+}

@@ -14,6 +14,7 @@ fn bench_model(c: &mut Criterion, model: &str, row_shape: Vec<usize>, batch: usi
         .unwrap()
         .plugin("denoiser", Some(model))
         .set("batch", Some(batch as i64))
+        .set("data", Some("(random rows)"))
         .build()
         .unwrap();
     let dev = seeded_device(0);

@@ -24,3 +24,9 @@ pub mod uvit;
 
 // Objectives
 pub mod diffusion;
+pub mod multistep_cd;
+pub mod multistep_ct;
+pub mod progressive;
+
+// Shared by objectives: Algorithm 1 (`multistep-ct`, `multistep-cd`) and its loss pieces
+pub mod multistep;

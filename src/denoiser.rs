@@ -45,7 +45,8 @@ pub fn logsnr_of(alpha: f64, sigma: f64) -> f64 {
 }
 
 /// A denoiser ready to evaluate.
-pub trait Denoiser: Send + Sync {
+// Not `Send`/`Sync`: dfdx's CUDA device (held by every denoiser's tensors) is neither.
+pub trait Denoiser {
     /// Flattened data dimension d.
     fn dim(&self) -> usize;
 

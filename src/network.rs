@@ -24,9 +24,7 @@ pub const LOGSNR_CLIP: f64 = 20.0;
 
 /// What a concrete network implements: a dfdx module that predicts v from z and the embedded
 /// log-SNR. `T` is the tape: `NoneTape` for sampling, `OwnedTape` for training.
-pub trait VNet:
-    TensorCollection<f32, Dev, To<f32, Dev> = Self> + Clone + Send + Sync + 'static
-{
+pub trait VNet: TensorCollection<f32, Dev, To<f32, Dev> = Self> + Clone + 'static {
     /// v for each row of `z` (`[batch, dim]`), given `cond = logsnr_features(..)` (`[batch, 32]`).
     /// The tape of `z` must be threaded through every parameter use (see [`silu`] and the
     /// built-in `mlp` for the pattern).

@@ -105,4 +105,26 @@ pub trait DistillObjective: Send + Sync + Debug {
     fn student_steps(&self) -> Option<usize> {
         None
     }
+
+    /// The round that iteration `iteration` belongs to, for objectives that train in rounds
+    /// (progressive distillation); `None` (the default) for one-round objectives. The trainer:
+    /// - before iteration `r.start` of a round with `r.index > 0`, freezes a copy of the student
+    ///   (the weights it samples) as the teacher for the whole round, and checkpoints it so a
+    ///   run resumed inside the round reloads that teacher from the checkpoint at `r.start`;
+    /// - records `r.student_steps` of the last trained iteration's round in checkpoints, in
+    ///   place of [`Self::student_steps`].
+    fn round(&self, _iteration: u64) -> Option<Round> {
+        None
+    }
+}
+
+/// One round of an objective that trains in rounds, see [`DistillObjective::round`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Round {
+    /// 0 for the first round, whose teacher is the run's teacher.
+    pub index: usize,
+    /// The round's first iteration.
+    pub start: u64,
+    /// The student's sampling steps once the round is trained.
+    pub student_steps: usize,
 }

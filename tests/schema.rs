@@ -152,6 +152,13 @@ fn known_good(kind: &ConfigKind, schema: &Value) -> toml::Table {
             t.insert(key, plugin_value(registered[0], list));
         }
     }
+    // Keys a file must give itself (no built-in default), e.g. train's `data`: a path.
+    let required = schema["required"].as_array().cloned().unwrap_or_default();
+    for key in required.iter().filter_map(|k| k.as_str()) {
+        if !t.contains_key(key) && schema["properties"][key]["type"] == json!("string") {
+            t.insert(key.to_string(), toml::Value::String("example.h5".into()));
+        }
+    }
     t
 }
 
@@ -197,9 +204,14 @@ fn schemas_accept_every_plugin_and_reject_unknown_names_like_the_configs() {
         let mut t = good.clone();
         t.insert("no_such_key".into(), 1.into());
         assert!(!agree(&kind, &schema, &t), "unknown key");
-        // A file only overrides the built-in defaults: any one key alone is a valid file.
+        // A file only overrides the built-in defaults: any one key alone (plus the keys that
+        // have no default, e.g. train's `data`) is a valid file.
+        let required = schema["required"].as_array().cloned().unwrap_or_default();
         for (key, value) in kind.defaults.parse::<toml::Table>().unwrap() {
-            let file = json!({ key.clone(): good[&key].clone() });
+            let mut file = json!({ key.clone(): good[&key].clone() });
+            for r in required.iter().filter_map(|r| r.as_str()) {
+                file[r] = serde_json::to_value(&good[r]).unwrap();
+            }
             assert!(valid(&schema, &schema, &file), "{}: {file}", kind.file);
             let missing = schema["required"].as_array().cloned().unwrap_or_default();
             assert!(!missing.contains(&json!(key)), "{key} is required");

@@ -26,7 +26,7 @@ pub struct TrainArgs {
     /// Row shape of image data, e.g. 3,32,32 (uvit).
     #[arg(long, value_delimiter = ',')]
     pub shape: Option<Vec<usize>>,
-    /// Batch size.
+    /// Rows per training step.
     #[arg(long, default_value_t = 1024)]
     pub batch: usize,
     /// Timed steps.
@@ -56,6 +56,7 @@ fn train(a: TrainArgs) -> Result<()> {
         .file(a.config.as_deref())?
         .plugin("denoiser", Some(&a.model))
         .set("batch", Some(a.batch as i64))
+        .set("data", Some("(random rows)"))
         .build()?;
     let dev = seeded_device(cfg.seed);
     let mut net = cfg.denoiser.network(&NetCtx {
@@ -85,6 +86,18 @@ fn train(a: TrainArgs) -> Result<()> {
         1e3 / rate,
         rate * a.batch as f64,
         peak_rss().unwrap_or_else(|| "unknown".into())
+    );
+    // One JSON line for scripts (scripts/gpu-measure.sh collects lines starting with `{`).
+    println!(
+        "{}",
+        serde_json::json!({
+            "name": format!("fewstep-{}", a.model),
+            "row_shape": row_shape,
+            "batch": a.batch,
+            "steps_per_s": rate,
+            "ms_per_step": 1e3 / rate,
+            "device": if cfg!(feature = "cuda") { "cuda" } else { "cpu" },
+        })
     );
     Ok(())
 }

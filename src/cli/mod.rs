@@ -41,13 +41,6 @@ pub enum Command {
     List(list::Args),
     /// Draw samples with any schedule, integrator and denoiser.
     Sample(sample::Args),
-    /// Train a network denoiser (diffusion teacher or distilled student) with checkpoints.
-    Train(train::Args),
-    /// Measure a trained network's aDDIM variance table x_var(t) on data (for `variance = "table"`).
-    Calibrate(calibrate::Args),
-    /// Throughput measurements: `fewstep bench train --model mlp --dim 64 --batch 4096`.
-    #[command(subcommand)]
-    Bench(bench::BenchCmd),
     /// Rerun the paper's comparisons (tables, CSV, plots).
     Reproduce(reproduce::Args),
     /// Datasets: make built-in sets, import, inspect.
@@ -66,6 +59,13 @@ pub enum Command {
     Completions(completions::Args),
     /// Score samples against a reference set: FD, sliced W2, and for mixtures NLL and mode KL.
     Eval(eval::Args),
+    /// Train a network denoiser (diffusion teacher or distilled student) with checkpoints.
+    Train(train::Args),
+    /// Measure a trained network's aDDIM variance table x_var(t) on data (for `variance = "table"`).
+    Calibrate(calibrate::Args),
+    /// Throughput measurements: `fewstep bench train --model mlp --dim 64 --batch 4096`.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
 }
 
 /// Parses arguments, runs the command, prints errors with their causes.
@@ -76,13 +76,13 @@ pub fn main() -> ExitCode {
         Command::List(a) => list::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Data(c) => data::run(c),
-        Command::Train(a) => train::run(a),
-        Command::Bench(c) => bench::run(c),
-        Command::Calibrate(a) => calibrate::run(a),
         Command::Schema(a) => schema::run(a),
         Command::Completions(a) => completions::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Reproduce(a) => reproduce::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Bench(c) => bench::run(c),
+        Command::Calibrate(a) => calibrate::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,15 +56,18 @@ impl Args {
             DEFAULTS.to_string()
         };
         let path_str = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        ConfigBuilder::from_defaults(&base)?
+        let b = ConfigBuilder::from_defaults(&base)?
             .file(self.config.as_deref())?
             .plugin("denoiser", self.model.as_deref())
             .set("data", path_str(&self.data))
             .set("out", path_str(&self.out))
             .set("steps", self.steps.map(|v| v as i64))
             .set("batch", self.batch.map(|v| v as i64))
-            .set("seed", self.seed.map(|v| v as i64))
-            .build()
+            .set("seed", self.seed.map(|v| v as i64));
+        if !b.table().contains_key("data") {
+            anyhow::bail!("no training data: pass --data FILE (HDF5 with `/data`)");
+        }
+        b.build()
     }
 }
 

@@ -21,19 +21,17 @@ use checkpoint::Meta;
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// A fully resolved training config (`configs/train.toml` holds the defaults).
-#[derive(Serialize, Deserialize, JsonSchema, Debug)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Training data (HDF5 `/data`); required, usually given as --data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<PathBuf>,
+    /// Training data (HDF5 `/data`).
+    pub data: PathBuf,
     /// Run folder: checkpoints, `log.jsonl`, `config.toml`.
     pub out: PathBuf,
     /// Total optimisation steps (a resumed run continues up to this many).
@@ -203,11 +201,8 @@ pub struct TrainOutcome {
 /// `progress` shows a bar on stderr (only drawn on a terminal).
 pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOutcome> {
     cfg.check()?;
-    let Some(data) = &cfg.data else {
-        bail!("no training data: pass --data FILE (HDF5 with `/data`)");
-    };
     let dev = seeded_device(cfg.seed);
-    let mut loader = Loader::open(data, LoaderConfig::new(cfg.batch, cfg.seed))?;
+    let mut loader = Loader::open(&cfg.data, LoaderConfig::new(cfg.batch, cfg.seed))?;
     let row_shape = loader.row_shape();
     let dim = loader.row_dim();
     let mut net = cfg.denoiser.network(&NetCtx {
@@ -234,7 +229,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
                 "{} was trained on rows of shape {:?}; {} has rows of shape {:?}",
                 path.display(),
                 ck.meta.row_shape,
-                data.display(),
+                cfg.data.display(),
                 row_shape
             );
         }

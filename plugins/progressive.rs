@@ -1,0 +1,180 @@
+//! `progressive`: progressive distillation (Salimans & Ho, 2022), reimplemented as in the paper
+//! with an aDDIM teacher. Round r's student takes half the steps of its teacher: one student DDIM
+//! step t -> t - 1/n must land where two teacher steps do, so its target is
+//! x = invDDIM_{t -> t-1/n}(z_{t-1/n}, z_t). From round two on the teacher is the previous round's
+//! student (the trainer swaps it in, see `DistillObjective::round`).
+
+use dfdx::shapes::HasShape;
+use fewstep::denoiser::Level;
+use fewstep::integrator::{inv_ddim_rows, Integrator, TeacherStep};
+use fewstep::objective::{DistillObjective, Loss, ObjectiveCtx, Round};
+use fewstep::plugins::ddim::Ddim;
+use fewstep::plugins::multistep::{
+    at_least_one, mean_square, normal, snr_weights, teacher_integrator, x_var, xvar_frac, Prepared,
+    Times, XVarSource,
+};
+use fewstep::register_plugin;
+use fewstep::tensor::Batch;
+use rand::Rng;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Rounds that halve the steps, from S 2^rounds teacher steps down to an S-step student.
+#[derive(Serialize, Deserialize, JsonSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Progressive {
+    /// Student sampling steps S after the last round.
+    #[serde(default = "student_steps", deserialize_with = "at_least_one")]
+    pub student_steps: usize,
+    /// Number of halvings: the first teacher samples with S 2^rounds steps.
+    #[serde(default = "rounds", deserialize_with = "at_least_one")]
+    pub rounds: usize,
+    /// Training iterations per round; iterations past the last round continue it.
+    #[serde(default = "iters_per_round", deserialize_with = "at_least_one_u64")]
+    pub iters_per_round: u64,
+    /// Teacher step of round one, whose teacher is the diffusion model (`addim` as in the paper).
+    #[serde(default = "teacher_integrator")]
+    pub teacher_integrator: Box<dyn Integrator>,
+    /// Teacher step of later rounds, whose teachers are students. `ddim` by default: aDDIM in
+    /// every round compounds its correction.
+    #[serde(default = "later_integrator")]
+    pub later_integrator: Box<dyn Integrator>,
+    /// eta of the per-example x_var = eta ||x_teacher - x||^2 / d of each teacher step.
+    #[serde(
+        default = "xvar_frac",
+        deserialize_with = "fewstep::config::non_negative"
+    )]
+    pub xvar_frac: f64,
+    /// "example": the per-example x_var above; "integrator": the integrator's own estimate.
+    #[serde(default)]
+    pub xvar_source: XVarSource,
+}
+
+fn student_steps() -> usize {
+    8
+}
+fn rounds() -> usize {
+    6
+}
+fn iters_per_round() -> u64 {
+    10_000
+}
+fn later_integrator() -> Box<dyn Integrator> {
+    Box::new(Ddim {})
+}
+
+fn at_least_one_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    at_least_one(d).map(|n| n as u64)
+}
+
+impl Default for Progressive {
+    /// The same as the config `{}`.
+    fn default() -> Self {
+        Progressive {
+            student_steps: student_steps(),
+            rounds: rounds(),
+            iters_per_round: iters_per_round(),
+            teacher_integrator: teacher_integrator(),
+            later_integrator: later_integrator(),
+            xvar_frac: xvar_frac(),
+            xvar_source: XVarSource::default(),
+        }
+    }
+}
+
+impl Progressive {
+    /// The round of iteration `i` (the last round goes on past its end).
+    pub fn round_at(&self, i: u64) -> Round {
+        let index = ((i / self.iters_per_round) as usize).min(self.rounds - 1);
+        Round {
+            index,
+            start: index as u64 * self.iters_per_round,
+            student_steps: self.student_steps << (self.rounds - index - 1),
+        }
+    }
+
+    /// Per row k in 1..=n (n = the round's student steps): t = k/n, the teacher's midpoint
+    /// t - 1/(2n) in `times.s` and the student step's end t - 1/n in `times.t_step`, from integer
+    /// numerators over 2n; then z_t and the two-teacher-step target.
+    pub fn prepare(
+        &self,
+        ctx: &ObjectiveCtx,
+        x: &Batch,
+        round: &Round,
+        ks: &[usize],
+        eps: &Batch,
+    ) -> anyhow::Result<Prepared> {
+        let (dev, sch) = (ctx.dev, ctx.schedule);
+        let twice = (2 * round.student_steps) as f64;
+        let at =
+            |off: usize| -> Vec<f64> { ks.iter().map(|&k| (2 * k - off) as f64 / twice).collect() };
+        let times = Times {
+            t: at(0),
+            s: at(1),
+            t_step: at(2),
+        };
+        let teacher = ctx.teacher()?;
+        let integrator = match round.index {
+            0 => &self.teacher_integrator,
+            _ => &self.later_integrator,
+        };
+        let level_t = Level::per_row(dev, sch, &times.t);
+        let z_t = level_t.alpha.scale(x.clone()) + level_t.sigma.scale(eps.clone());
+        let mut z = z_t.clone();
+        for (from, to) in [(&times.t, &times.s), (&times.s, &times.t_step)] {
+            let x_teacher = teacher.denoise(&z, &Level::per_row(dev, sch, from))?;
+            let x_var = x_var(self.xvar_source, self.xvar_frac, &x_teacher, x);
+            z = integrator.teacher_step(TeacherStep {
+                dev,
+                schedule: sch,
+                x_hat: &x_teacher,
+                z_t: &z,
+                t: from,
+                s: to,
+                x_var: x_var.as_ref(),
+            })?;
+        }
+        let x_target = inv_ddim_rows(dev, sch, z, z_t.clone(), &times.t, &times.t_step);
+        Ok(Prepared {
+            times,
+            z_t,
+            level_t,
+            x_target,
+        })
+    }
+}
+
+#[typetag::serde(name = "progressive")]
+impl DistillObjective for Progressive {
+    /// (SNR(t) + 1) ||x_hat - x_target||^2 / d, Salimans & Ho's v-loss.
+    fn loss(&self, ctx: &mut ObjectiveCtx, x: &Batch) -> anyhow::Result<Loss> {
+        let (rows, dim) = *x.shape();
+        let round = self.round_at(ctx.iteration);
+        let ks: Vec<usize> = (0..rows)
+            .map(|_| ctx.rng.gen_range(1..=round.student_steps))
+            .collect();
+        let eps = normal(ctx, rows, dim);
+        let p = self.prepare(ctx, x, &round, &ks, &eps)?;
+        let x_hat = ctx.student_taped(p.z_t, &p.level_t)?;
+        Ok(mean_square(
+            x_hat,
+            p.x_target,
+            &snr_weights(ctx, &p.times.t),
+        ))
+    }
+
+    fn student_steps(&self) -> Option<usize> {
+        Some(self.student_steps)
+    }
+
+    fn round(&self, iteration: u64) -> Option<Round> {
+        Some(self.round_at(iteration))
+    }
+}
+
+register_plugin!(
+    OBJECTIVE,
+    "progressive",
+    Progressive,
+    "progressive distillation (Salimans & Ho) with an aDDIM first teacher: rounds halve the steps"
+);

@@ -16,34 +16,42 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const ROW: [usize; 3] = [3, 32, 32];
-const N: usize = 327_680; // x 3072 bytes = 1.007e9 bytes
+/// Rows of the bench file: 327680 x 3072 bytes = 1.007e9 bytes under `cargo bench`; 8192 rows
+/// (25 MB) when `cargo test --all-targets` only checks that the bench runs.
+fn rows() -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        327_680
+    } else {
+        8_192
+    }
+}
 const BATCH: usize = 256;
 
 fn bench_file() -> PathBuf {
     let path = std::env::var_os("FEWSTEP_BENCH_FILE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/fewstep-bench-loader-1g.h5"));
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/fewstep-bench-loader-{}.h5", rows())));
     let d: usize = ROW.iter().product();
     let ok = hdf5::File::open(&path)
         .and_then(|f| f.dataset("data"))
-        .map(|ds| ds.shape() == [N, ROW[0], ROW[1], ROW[2]])
+        .map(|ds| ds.shape() == [rows(), ROW[0], ROW[1], ROW[2]])
         .unwrap_or(false);
     if !ok {
-        let need = (N * d) as u64 * 2;
+        let need = (rows() * d) as u64 * 2;
         let free = free_bytes(path.parent().unwrap_or(Path::new("/tmp")));
         assert!(
             free.is_none_or(|f| f > need),
             "{} needs {need} free bytes, only {free:?}",
             path.display()
         );
-        eprintln!("writing {} ({} bytes of /data)", path.display(), N * d);
+        eprintln!("writing {} ({} bytes of /data)", path.display(), rows() * d);
         write_with(&path, |file| {
-            let mut w = RowWriter::create::<u8>(file, &[N, ROW[0], ROW[1], ROW[2]], None)?;
-            let block = chunk_rows(N, d);
+            let mut w = RowWriter::create::<u8>(file, &[rows(), ROW[0], ROW[1], ROW[2]], None)?;
+            let block = chunk_rows(rows(), d);
             let mut state = 0x2545_F491_4F6C_DD1Du64;
             let mut buf = vec![0u8; block * d];
-            for start in (0..N).step_by(block) {
-                let k = block.min(N - start);
+            for start in (0..rows()).step_by(block) {
+                let k = block.min(rows() - start);
                 for b in buf[..k * d].iter_mut() {
                     state ^= state << 13;
                     state ^= state >> 7;
@@ -95,7 +103,7 @@ fn raw_read(path: &Path, buf: &mut [u8]) -> u64 {
 
 fn loader(c: &mut Criterion) {
     let path = bench_file();
-    let bytes = (N * ROW.iter().product::<usize>()) as u64;
+    let bytes = (rows() * ROW.iter().product::<usize>()) as u64;
     let mut buf = vec![0u8; 1 << 20];
     raw_read(&path, &mut buf); // into the page cache
 
@@ -131,7 +139,7 @@ fn loader(c: &mut Criterion) {
         assert!(!l.in_memory());
         g.bench_function(name, |b| {
             b.iter(|| {
-                for _ in 0..N / BATCH {
+                for _ in 0..rows() / BATCH {
                     let batch = l.next_batch().unwrap();
                     black_box(batch.values[batch.values.len() - 1]);
                     if recycle {

@@ -196,23 +196,7 @@ fn report(cfg: &SamplersConfig, rows: &[Row], floors: &[(String, Metrics)]) -> S
             ));
             let mut header = vec!["integrator".to_string()];
             header.extend(cfg.steps.iter().map(|s| s.to_string()));
-            let mut table: Vec<Vec<String>> = Vec::new();
-            let mut labels: Vec<&str> = rows
-                .iter()
-                .filter(|r| &r.dataset == name)
-                .map(|r| r.integrator.as_str())
-                .collect();
-            labels.dedup();
-            for label in labels {
-                let mut line = vec![format!("`{label}`")];
-                for &st in &cfg.steps {
-                    let cell = rows
-                        .iter()
-                        .find(|r| &r.dataset == name && r.integrator == label && r.steps == st);
-                    line.push(cell.map(|r| fmt3(pick(&r.metrics))).unwrap_or_default());
-                }
-                table.push(line);
-            }
+            let mut table = step_table(cfg, rows, name, |r| fmt3(pick(&r.metrics)));
             let mut floor_line = vec!["exact samples".to_string(), fmt3(pick(floor))];
             floor_line.extend(cfg.steps.iter().skip(1).map(|_| String::new()));
             table.push(floor_line);
@@ -224,28 +208,43 @@ fn report(cfg: &SamplersConfig, rows: &[Row], floors: &[(String, Metrics)]) -> S
         md.push_str("## Denoiser evaluations (NFE) per sample\n\n");
         let mut header = vec!["integrator".to_string()];
         header.extend(cfg.steps.iter().map(|s| s.to_string()));
-        let mut labels: Vec<&str> = rows
-            .iter()
-            .filter(|r| &r.dataset == first)
-            .map(|r| r.integrator.as_str())
-            .collect();
-        labels.dedup();
-        let table: Vec<Vec<String>> = labels
-            .into_iter()
-            .map(|l| {
-                let mut line = vec![format!("`{l}`")];
-                line.extend(cfg.steps.iter().map(|&st| {
-                    rows.iter()
-                        .find(|r| &r.dataset == first && r.integrator == l && r.steps == st)
-                        .map(|r| r.nfe.to_string())
-                        .unwrap_or_default()
-                }));
-                line
-            })
-            .collect();
+        let table = step_table(cfg, rows, first, |r| r.nfe.to_string());
         md.push_str(&markdown_table(&header, &table));
     }
     md
+}
+
+/// The integrators measured on `dataset`, in run order.
+fn integrator_labels<'a>(rows: &'a [Row], dataset: &str) -> Vec<&'a str> {
+    let mut labels: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.dataset == dataset)
+        .map(|r| r.integrator.as_str())
+        .collect();
+    labels.dedup();
+    labels
+}
+
+/// One line per integrator, one cell per step count, each cell `cell(row)`.
+fn step_table(
+    cfg: &SamplersConfig,
+    rows: &[Row],
+    dataset: &str,
+    cell: impl Fn(&Row) -> String,
+) -> Vec<Vec<String>> {
+    integrator_labels(rows, dataset)
+        .into_iter()
+        .map(|label| {
+            let mut line = vec![format!("`{label}`")];
+            line.extend(cfg.steps.iter().map(|&st| {
+                rows.iter()
+                    .find(|r| r.dataset == dataset && r.integrator == label && r.steps == st)
+                    .map(&cell)
+                    .unwrap_or_default()
+            }));
+            line
+        })
+        .collect()
 }
 
 fn csv(rows: &[Row]) -> String {
@@ -276,12 +275,7 @@ fn plot(out: &Path, cfg: &SamplersConfig, rows: &[Row]) -> Result<()> {
             .datasets
             .iter()
             .map(|name| {
-                let mut labels: Vec<&str> = rows
-                    .iter()
-                    .filter(|r| &r.dataset == name)
-                    .map(|r| r.integrator.as_str())
-                    .collect();
-                labels.dedup();
+                let labels = integrator_labels(rows, name);
                 Panel {
                     title: format!("{} on {name}", metric.to_uppercase()),
                     x_label: "steps".into(),

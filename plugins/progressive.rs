@@ -29,6 +29,10 @@ pub struct Progressive {
     /// Number of halvings: the first teacher samples with S 2^rounds steps.
     #[serde(default = "rounds", deserialize_with = "at_least_one")]
     pub rounds: usize,
+    /// The first teacher's steps instead of `rounds`: rounds = log2(teacher_steps / S), at
+    /// least 1, so one config distils every S from the same start (e.g. 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_steps: Option<usize>,
     /// Training iterations per round; iterations past the last round continue it.
     #[serde(default = "iters_per_round", deserialize_with = "at_least_one_u64")]
     pub iters_per_round: u64,
@@ -73,6 +77,7 @@ impl Default for Progressive {
         Progressive {
             student_steps: student_steps(),
             rounds: rounds(),
+            teacher_steps: None,
             iters_per_round: iters_per_round(),
             teacher_integrator: teacher_integrator(),
             later_integrator: later_integrator(),
@@ -83,13 +88,22 @@ impl Default for Progressive {
 }
 
 impl Progressive {
+    /// The number of halvings: `rounds`, or the one `teacher_steps` implies.
+    pub fn rounds(&self) -> usize {
+        match self.teacher_steps {
+            Some(n) => (n / self.student_steps).max(2).ilog2() as usize,
+            None => self.rounds,
+        }
+    }
+
     /// The round of iteration `i` (the last round goes on past its end).
     pub fn round_at(&self, i: u64) -> Round {
-        let index = ((i / self.iters_per_round) as usize).min(self.rounds - 1);
+        let rounds = self.rounds();
+        let index = ((i / self.iters_per_round) as usize).min(rounds - 1);
         Round {
             index,
             start: index as u64 * self.iters_per_round,
-            student_steps: self.student_steps << (self.rounds - index - 1),
+            student_steps: self.student_steps << (rounds - index - 1),
         }
     }
 

@@ -83,6 +83,12 @@ pub fn plugin_from_toml<T: DeserializeOwned>(text: &str) -> Result<T> {
     T::deserialize(v).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// A copy of a plugin (plugins are not `Clone` behind `dyn`): a round trip through TOML.
+pub fn clone_plugin<T: serde::Serialize + DeserializeOwned>(plugin: &T) -> Result<T> {
+    let text = toml::to_string(plugin).context("cannot serialise plugin")?;
+    plugin_from_toml(&text)
+}
+
 /// A resolved config as TOML text (recorded in output files and checkpoints).
 pub fn to_toml<T: serde::Serialize>(config: &T) -> Result<String> {
     toml::to_string(config).context("cannot serialise config to TOML")

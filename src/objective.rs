@@ -89,8 +89,12 @@ impl<'a> ObjectiveCtx<'a> {
 
     /// The teacher, or an error naming what is missing.
     pub fn teacher(&self) -> Result<&'a dyn Denoiser> {
-        self.teacher
-            .ok_or_else(|| anyhow!("this objective needs a teacher: set `teacher` in the config"))
+        self.teacher.ok_or_else(|| {
+            anyhow!(
+                "this objective needs a teacher: set `teacher` (a checkpoint or run folder) or \
+                 `[teacher_denoiser]` (a denoiser plugin table) in the config"
+            )
+        })
     }
 }
 

@@ -130,3 +130,50 @@ fn bounds(vals: impl Iterator<Item = f64>) -> (f64, f64) {
     let pad = ((hi - lo) * 0.05).max(1e-9);
     (lo - pad, hi + pad)
 }
+
+/// One chart of many unlabelled paths (e.g. sampling trajectories), all in one colour per panel.
+pub struct PathPanel {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub paths: Vec<Vec<(f64, f64)>>,
+}
+
+/// Draws path panels side by side into a PNG, y growing downwards (t = 0 on top, as the
+/// paper's Figure 1 puts the data above the noise). All panels share the x range.
+pub fn path_panels(path: &Path, panels: &[PathPanel]) -> Result<()> {
+    register_font();
+    let width = 360 * panels.len().max(1) as u32;
+    let root = BitMapBackend::new(path, (width, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("plot: {e}"))?;
+    let all = || panels.iter().flat_map(|p| p.paths.iter().flatten());
+    let (x0, x1) = bounds(all().map(|q| q.0).filter(|v| v.is_finite()));
+    let (y0, y1) = bounds(all().map(|q| q.1).filter(|v| v.is_finite()));
+    for (p, area) in panels
+        .iter()
+        .zip(root.split_evenly((1, panels.len().max(1))))
+    {
+        let mut chart = ChartBuilder::on(&area)
+            .caption(&p.title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(x0..x1, y1..y0)
+            .map_err(|e| anyhow!("plot: {e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc(p.x_label.as_str())
+            .y_desc(p.y_label.as_str())
+            .draw()
+            .map_err(|e| anyhow!("plot: {e}"))?;
+        let color = Palette99::pick(0).mix(0.6);
+        for line in &p.paths {
+            chart
+                .draw_series(LineSeries::new(line.clone(), color.stroke_width(1)))
+                .map_err(|e| anyhow!("plot: {e}"))?;
+        }
+    }
+    root.present()
+        .map_err(|e| anyhow!("cannot write plot {}: {e}", path.display()))?;
+    Ok(())
+}

@@ -7,6 +7,7 @@ mod bench;
 mod calibrate;
 mod completions;
 mod data;
+pub mod distill;
 mod eval;
 mod list;
 mod reproduce;
@@ -61,6 +62,12 @@ pub enum Command {
     Eval(eval::Args),
     /// Train a network denoiser (diffusion teacher or distilled student) with checkpoints.
     Train(train::Args),
+    /// Distil a few-step student from a teacher (multistep CD/CT, progressive distillation).
+    ///
+    /// E.g. `fewstep distill --teacher runs/teacher --objective multistep-cd --student-steps 8
+    /// --out runs/cd8`; then `fewstep sample --checkpoint runs/cd8` samples it with DDIM on its
+    /// 8-step grid (Algorithm 2). Defaults: configs/distill.toml.
+    Distill(distill::Args),
     /// Measure a trained network's aDDIM variance table x_var(t) on data (for `variance = "table"`).
     Calibrate(calibrate::Args),
     /// Throughput measurements: `fewstep bench train --model mlp --dim 64 --batch 4096`.
@@ -81,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Reproduce(a) => reproduce::run(a),
         Command::Train(a) => train::run(a),
+        Command::Distill(a) => distill::run(a),
         Command::Bench(c) => bench::run(c),
         Command::Calibrate(a) => calibrate::run(a),
     };

@@ -1,41 +1,105 @@
 //! `fewstep reproduce WHAT --preset P --out DIR`.
 
-use crate::reproduce::samplers;
+use crate::reproduce::{distill, figure1, samplers};
 use anyhow::Result;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// What to rerun: `samplers` (Figure 3 / A.4 with the exact denoiser).
+    /// What to rerun.
     pub what: What,
-    /// Preset size: `quick` (a few minutes on 2 CPU cores).
+    /// Preset size: `quick` (minutes on 2 CPU cores, mixtures with `mlp`), `paper` (the paper's
+    /// hyper-parameters, for a GPU; shrink with --scale), `gpu` (table4 on shapes32 with `uvit`).
     #[arg(long, default_value = "quick")]
     pub preset: String,
-    /// TOML file overriding preset fields.
+    /// TOML file overriding preset fields (schemas/reproduce-*.schema.json).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Output folder for tables, CSV, plots and data.
+    /// Multiplies every run's training steps (and annealing / round lengths) by this factor.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Output folder for tables, CSV, plots, samples and run folders (finished runs in it are
+    /// reused, unfinished ones resumed).
     #[arg(long, default_value = "out/reproduce")]
     pub out: PathBuf,
 }
 
-#[derive(clap::ValueEnum, Clone, Debug)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum What {
     /// Every integrator against steps, exact Gaussian-mixture denoiser (paper Figure 3 / A.4).
     Samplers,
+    /// PD vs multistep CT vs multistep CD at 1, 2, 4, 8 student steps, teacher baseline.
+    Table3,
+    /// Multistep CD with a DDIM vs an aDDIM teacher at 1, 2, 4, 8, 16 student steps.
+    Table4,
+    /// 1-D two-modes trajectories of 1, 2, 4-step consistency models and DDIM (PNG).
+    Figure1,
 }
 
+/// Built-in presets per reproduction.
+pub const TABLE3: distill::Presets = &[
+    (
+        "quick",
+        include_str!("../../configs/reproduce/table3-quick.toml"),
+    ),
+    (
+        "paper",
+        include_str!("../../configs/reproduce/table3-paper.toml"),
+    ),
+];
+pub const TABLE4: distill::Presets = &[
+    (
+        "quick",
+        include_str!("../../configs/reproduce/table4-quick.toml"),
+    ),
+    (
+        "paper",
+        include_str!("../../configs/reproduce/table4-paper.toml"),
+    ),
+    (
+        "gpu",
+        include_str!("../../configs/reproduce/table4-gpu.toml"),
+    ),
+];
+pub const FIGURE1: distill::Presets = &[(
+    "quick",
+    include_str!("../../configs/reproduce/figure1-quick.toml"),
+)];
+
 pub fn run(a: Args) -> Result<()> {
-    match a.what {
+    let cfg = a.config.as_deref();
+    let (md, files) = match a.what {
         What::Samplers => {
-            let cfg = samplers::load(&a.preset, a.config.as_deref())?;
-            let md = samplers::run(&cfg, &a.out)?;
-            println!("{md}");
-            eprintln!(
-                "wrote samplers.md, samplers.csv, samplers-fd.png, samplers-sw2.png to {}",
-                a.out.display()
-            );
+            if a.scale != 1.0 {
+                anyhow::bail!("--scale applies to table3, table4 and figure1, not samplers");
+            }
+            let c = samplers::load(&a.preset, cfg)?;
+            let md = samplers::run(&c, &a.out)?;
+            (
+                md,
+                "samplers.md, samplers.csv, samplers-fd.png, samplers-sw2.png",
+            )
         }
-    }
+        What::Table3 | What::Table4 => {
+            let (name, presets) = match a.what {
+                What::Table3 => ("table3", TABLE3),
+                _ => ("table4", TABLE4),
+            };
+            let c = distill::load(name, presets, &a.preset, cfg, a.scale)?;
+            let md = distill::run(name, &c, &a.out)?;
+            let files = match a.what {
+                What::Table3 => "table3.md, table3.csv, table3-fd.png",
+                _ => "table4.md, table4.csv, table4-fd.png",
+            };
+            (md, files)
+        }
+        What::Figure1 => {
+            let c = figure1::load(FIGURE1, &a.preset, cfg, a.scale)?;
+            let md = figure1::run(&c, &a.out)?;
+            (md, "figure1.png, figure1.md, figure1.csv, figure1-fd.png")
+        }
+    };
+    println!("{md}");
+    eprintln!("wrote {files} to {}", a.out.display());
     Ok(())
 }

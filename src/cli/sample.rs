@@ -26,13 +26,13 @@ pub struct Args {
     /// Denoiser plugin [default: gmm].
     #[arg(long)]
     pub denoiser: Option<String>,
-    /// Noise schedule plugin [default: cosine].
+    /// Noise schedule plugin [default: cosine, or a student checkpoint's].
     #[arg(long)]
     pub schedule: Option<String>,
     /// Integrator (sampler) plugin [default: ddim].
     #[arg(long)]
     pub integrator: Option<String>,
-    /// Sampling steps on the uniform grid t_i = i/steps [default: 8].
+    /// Sampling steps on the uniform grid t_i = i/steps [default: 8, or a student checkpoint's S].
     #[arg(long)]
     pub steps: Option<usize>,
     /// Number of samples [default: 20000].
@@ -80,13 +80,29 @@ impl SampleConfig {
     /// Defaults, then the config file, then the flags.
     pub fn resolve(a: &Args) -> Result<Self> {
         let path_str = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let mut b = ConfigBuilder::from_defaults(DEFAULTS)?
+        let peek = ConfigBuilder::from_defaults(DEFAULTS)?
+            .file(a.config.as_deref())?
+            .set("checkpoint", path_str(&a.checkpoint));
+        let meta = match peek.table().get("checkpoint").and_then(|v| v.as_str()) {
+            Some(ck) => Some(checkpoint::load(&checkpoint::resolve(Path::new(ck))?, &[])?.meta),
+            None => None,
+        };
+        let mut b = ConfigBuilder::from_defaults(DEFAULTS)?;
+        // A distilled student samples by default as Algorithm 2 does: the default integrator
+        // (DDIM) on its own S-step grid of the schedule it was trained on. The file and the
+        // flags still override both.
+        if let Some((m, s)) = meta.as_ref().and_then(|m| Some((m, m.student_steps?))) {
+            let schedule = checkpoint::config_table(m, "schedule")?;
+            b = b
+                .set("steps", Some(s as i64))
+                .set("schedule", Some(toml::Value::Table(schedule)));
+        }
+        b = b
             .file(a.config.as_deref())?
             .set("checkpoint", path_str(&a.checkpoint));
         // A checkpoint brings its own network, unless --denoiser names one explicitly.
-        if let Some(ck) = b.table().get("checkpoint").and_then(|v| v.as_str()) {
-            let meta = checkpoint::load(&checkpoint::resolve(Path::new(ck))?, &[])?.meta;
-            let table = toml::Value::Table(checkpoint::denoiser_table(&meta)?);
+        if let Some(meta) = &meta {
+            let table = toml::Value::Table(checkpoint::denoiser_table(meta)?);
             b = b.set("denoiser", Some(table));
         }
         b.plugin("schedule", a.schedule.as_deref())

@@ -2,7 +2,7 @@
 
 use crate::config::ConfigBuilder;
 use crate::train::{checkpoint, train, TrainConfig};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use std::path::PathBuf;
 
 /// The built-in defaults (`configs/train.toml`).
@@ -16,10 +16,17 @@ pub struct Args {
     /// Network denoiser plugin, e.g. mlp (vectors) or uvit (images) [default: mlp].
     #[arg(long)]
     pub model: Option<String>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Flags shared by `fewstep train` and `fewstep distill`.
+#[derive(clap::Args, Debug, Default)]
+pub struct RunArgs {
     /// Run folder for checkpoints, log.jsonl and config.toml [default: run].
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Total optimisation steps [default: 6000].
+    /// Total optimisation steps [default: 6000 for train, 2000 for distill].
     #[arg(long)]
     pub steps: Option<u64>,
     /// Batch size [default: 512].
@@ -28,7 +35,7 @@ pub struct Args {
     /// Seed of the weights, batch order, times and noise [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// TOML config with the same fields as configs/train.toml; flags override it.
+    /// TOML config with the same fields as the built-in defaults; flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Continue the run in --out from its latest checkpoint (its config, then these flags).
@@ -36,44 +43,70 @@ pub struct Args {
     pub resume: bool,
 }
 
-impl Args {
-    /// Defaults (or, resuming, the checkpoint's config), then the config file, then the flags.
-    pub fn resolve(&self) -> Result<TrainConfig> {
+impl RunArgs {
+    /// `defaults` (or, resuming, the checkpoint's config), then the config file, then the
+    /// shared flags.
+    pub fn builder(&self, defaults: &str) -> Result<ConfigBuilder> {
         let base = if self.resume {
             let out = match &self.out {
                 Some(o) => o.clone(),
                 None => {
-                    ConfigBuilder::from_defaults(DEFAULTS)?
-                        .file(self.config.as_deref())?
-                        .build::<TrainConfig>()?
-                        .out
+                    let b = ConfigBuilder::from_defaults(defaults)?.file(self.config.as_deref())?;
+                    match b.table().get("out").and_then(|v| v.as_str()) {
+                        Some(o) => PathBuf::from(o),
+                        None => bail!("--resume needs the run folder: pass --out DIR"),
+                    }
                 }
             };
             checkpoint::load(&checkpoint::latest(&out)?, &[])?
                 .meta
                 .config
         } else {
-            DEFAULTS.to_string()
+            defaults.to_string()
         };
-        let path_str = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let b = ConfigBuilder::from_defaults(&base)?
+        Ok(ConfigBuilder::from_defaults(&base)?
             .file(self.config.as_deref())?
-            .plugin("denoiser", self.model.as_deref())
-            .set("data", path_str(&self.data))
             .set("out", path_str(&self.out))
             .set("steps", self.steps.map(|v| v as i64))
             .set("batch", self.batch.map(|v| v as i64))
-            .set("seed", self.seed.map(|v| v as i64));
-        if !b.table().contains_key("data") {
-            anyhow::bail!("no training data: pass --data FILE (HDF5 with `/data`)");
-        }
+            .set("seed", self.seed.map(|v| v as i64)))
+    }
+}
+
+/// A path flag as a TOML string value.
+pub fn path_str(p: &Option<PathBuf>) -> Option<String> {
+    p.as_ref().map(|p| p.display().to_string())
+}
+
+impl Args {
+    /// Defaults (or, resuming, the checkpoint's config), then the config file, then the flags.
+    pub fn resolve(&self) -> Result<TrainConfig> {
+        let b = self
+            .run
+            .builder(DEFAULTS)?
+            .plugin("denoiser", self.model.as_deref())
+            .set("data", path_str(&self.data));
+        require_data(&b)?;
         b.build()
     }
 }
 
+/// Refuses a config without `data`, naming the flag.
+pub fn require_data(b: &ConfigBuilder) -> Result<()> {
+    if !b.table().contains_key("data") {
+        bail!("no training data: pass --data FILE (HDF5 with `/data`)");
+    }
+    Ok(())
+}
+
 pub fn run(a: Args) -> Result<()> {
     let cfg = a.resolve()?;
-    let done = train(&cfg, a.resume, true)?;
+    run_config(&cfg, a.run.resume)
+}
+
+/// Trains `cfg` with a progress bar and prints the outcome.
+pub fn run_config(cfg: &TrainConfig, resume: bool) -> Result<()> {
+    let done = train(cfg, resume, true)?;
     eprintln!(
         "trained {} steps in {:.1} s ({:.1} steps/s), final loss {:.4}; checkpoint {}",
         done.step,

@@ -1,10 +1,34 @@
 //! `fewstep reproduce ...`: the paper's comparisons at a scale this hardware affords, printed in
 //! the paper's layout with a CSV and plots.
 
+pub mod distill;
+pub mod figure1;
 pub mod samplers;
 
-use anyhow::{Context, Result};
+use crate::data::builtin::{make_set, write_set};
+use anyhow::{bail, Context, Result};
 use std::path::Path;
+
+/// Makes built-in set `name` with `n` rows from `seed` at `path`, or reuses the file there when
+/// it has `n` rows (a different size is refused rather than overwritten).
+pub fn builtin_set(path: &Path, name: &str, n: usize, seed: u64) -> Result<()> {
+    if path.exists() {
+        let rows = crate::data::read_data(path)?.rows();
+        if rows != n {
+            bail!(
+                "{} holds {rows} rows, the preset asks for {n}: remove it or pick another --out",
+                path.display()
+            );
+        }
+        return Ok(());
+    }
+    let set = make_set(name, n, seed)?;
+    write_set(
+        path,
+        &set,
+        &format!("fewstep reproduce ({name}, seed {seed})"),
+    )
+}
 
 /// Writes `text` to `dir/name` (creating `dir`).
 pub fn write_text(dir: &Path, name: &str, text: &str) -> Result<()> {

@@ -212,10 +212,15 @@ pub fn prune(dir: &Path, keep: usize) -> Result<()> {
 
 /// The `[denoiser]` table of a checkpoint's config, as TOML (what rebuilds its network).
 pub fn denoiser_table(meta: &Meta) -> Result<toml::Table> {
+    config_table(meta, "denoiser")
+}
+
+/// The `[key]` table of the checkpoint's training config (e.g. its `schedule`).
+pub fn config_table(meta: &Meta, key: &str) -> Result<toml::Table> {
     let config: toml::Table = meta.config.parse().context("checkpoint config")?;
-    match config.get("denoiser") {
+    match config.get(key) {
         Some(toml::Value::Table(t)) => Ok(t.clone()),
-        _ => bail!("the checkpoint's config has no [denoiser] table"),
+        _ => bail!("the checkpoint's config has no [{key}] table"),
     }
 }
 

@@ -11,7 +11,7 @@ pub mod calibrate;
 pub mod checkpoint;
 
 use crate::data::loader::{Loader, LoaderConfig};
-use crate::denoiser::{Denoiser, DenoiserSpec, NetCtx};
+use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec, NetCtx};
 use crate::network::{AdamW, Network, StateDict, PARTS};
 use crate::objective::{DistillObjective, ObjectiveCtx};
 use crate::schedule::Schedule;
@@ -66,6 +66,11 @@ pub struct TrainConfig {
     /// built from its own config, is passed to the objective.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher: Option<PathBuf>,
+    /// A denoiser plugin as the teacher instead of a checkpoint, built on `data`: e.g.
+    /// `{ name = "gmm" }`, the exact E[x|z_t] of the data's Gaussian mixture (a perfect teacher,
+    /// which isolates distillation error from teacher error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_denoiser: Option<Box<dyn DenoiserSpec>>,
     /// Start from this checkpoint's EMA weights (weights and EMA; fresh AdamW), e.g. a student
     /// initialised from its teacher. Ignored when resuming.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,13 +216,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         init: true,
     })?;
     tracing::info!("network: {}", net.describe());
-    let teacher = match &cfg.teacher {
-        Some(path) => Some(
-            checkpoint::load_sampler(path, &dev)
-                .with_context(|| format!("cannot load the teacher {}", path.display()))?,
-        ),
-        None => None,
-    };
+    let teacher = load_teacher(cfg, &dev)?;
 
     let mut start = 0;
     let mut last = None;
@@ -336,6 +335,27 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         steps_per_s: (cfg.steps - start) as f64 / seconds,
         seconds,
     })
+}
+
+/// The run's teacher: a checkpoint's EMA network, or a denoiser plugin built on the data.
+pub fn load_teacher(cfg: &TrainConfig, dev: &Dev) -> Result<Option<Box<dyn Denoiser>>> {
+    match (&cfg.teacher, &cfg.teacher_denoiser) {
+        (Some(_), Some(_)) => bail!(
+            "the config sets both `teacher` (a checkpoint) and `[teacher_denoiser]`: keep one"
+        ),
+        (Some(path), None) => checkpoint::load_sampler(path, dev)
+            .map(Some)
+            .with_context(|| format!("cannot load the teacher {}", path.display())),
+        (None, Some(spec)) => spec
+            .build(&BuildCtx {
+                dev: dev.clone(),
+                data: Some(cfg.data.clone()),
+                checkpoint: None,
+            })
+            .map(Some)
+            .context("cannot build the teacher denoiser"),
+        (None, None) => Ok(None),
+    }
 }
 
 /// One line of `log.jsonl`: means over the steps since the previous line.

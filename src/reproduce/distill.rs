@@ -1,0 +1,504 @@
+//! `fewstep reproduce table3|table4`: a teacher trained once per dataset, then one student per
+//! (method, student steps) cell distilled from it, sampled with Algorithm 2 and scored with
+//! `fewstep eval`'s metrics. Which methods and baselines a table has is data (the preset's
+//! TOML), so Table 3 (PD vs CT vs CD) and Table 4 (DDIM vs aDDIM teacher) share this code.
+//!
+//! Every run folder is kept under `--out`: a finished teacher or student is reused, an
+//! unfinished one is resumed, so an interrupted reproduction continues where it stopped.
+
+use super::{builtin_set, fmt3, markdown_table, write_text};
+use crate::cli::{distill, sample, train as train_cli};
+use crate::config::{clone_plugin, ConfigBuilder};
+use crate::data::{read_data, DataArray, Mixture};
+use crate::integrator::Integrator;
+use crate::metrics::{evaluate, Metrics};
+use crate::plot::{line_panels, Panel, Series};
+use crate::train::{checkpoint, train, TrainConfig};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use toml::{Table, Value};
+
+/// Settings layered over a command's defaults (a TOML table).
+type Overrides = Table;
+
+/// A distillation table's settings (a preset or a `--config` file on top of one).
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// Heading of the markdown report.
+    pub title: String,
+    /// What the paper reports for this table, quoted under ours.
+    #[serde(default)]
+    pub paper: String,
+    /// Built-in mixture sets (`fewstep data make`), one table each.
+    pub datasets: Vec<String>,
+    /// Training rows made per dataset.
+    pub data_n: usize,
+    /// Exact reference rows per dataset (a different seed from the training rows).
+    pub reference_n: usize,
+    /// Samples per evaluated cell.
+    pub n: usize,
+    /// Seeds data, training and sampling noise (every cell samples the same z_1).
+    pub seed: u64,
+    /// Student steps S, the table's rows.
+    pub student_steps: Vec<usize>,
+    /// `fewstep train` settings of the teacher (over configs/train.toml).
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+    pub teacher: Overrides,
+    /// `fewstep distill` settings of every student (over configs/distill.toml).
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+    pub student: Overrides,
+    /// The table's columns: one distillation method each.
+    pub methods: Vec<Method>,
+    /// Reference rows: the teacher itself sampled with an integrator.
+    #[serde(default)]
+    pub baselines: Vec<Baseline>,
+    /// Integer settings that `--scale` multiplies, wherever they appear in `teacher`, `student`
+    /// or a method's tables.
+    #[serde(default = "scaled_keys")]
+    pub scaled_keys: Vec<String>,
+}
+
+fn scaled_keys() -> Vec<String> {
+    [
+        "steps",
+        "anneal_iters",
+        "iters_per_round",
+        "checkpoint_every",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// One column: a label and the `[objective]` table (its `student_steps` is set per row).
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Method {
+    pub label: String,
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+    pub objective: Overrides,
+    /// Student settings of this method only (over the table's `student`).
+    #[serde(default)]
+    #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
+    pub student: Overrides,
+}
+
+/// A row below the table: the teacher sampled with `integrator` at `steps`.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    pub label: String,
+    pub integrator: Box<dyn Integrator>,
+    pub steps: usize,
+}
+
+/// One measured cell.
+pub struct Cell {
+    pub dataset: String,
+    pub method: String,
+    pub steps: usize,
+    pub metrics: Metrics,
+    pub train_s: f64,
+}
+
+/// Presets as (name, TOML) pairs; `load` layers `--config` on the chosen one.
+pub type Presets = &'static [(&'static str, &'static str)];
+
+/// Resolves a preset and an optional override file, then applies `scale`.
+pub fn load(
+    what: &str,
+    presets: Presets,
+    preset: &str,
+    config: Option<&Path>,
+    scale: f64,
+) -> Result<TableConfig> {
+    let Some((_, base)) = presets.iter().find(|(n, _)| *n == preset) else {
+        bail!(
+            "unknown preset `{preset}` for `reproduce {what}`; valid presets: {}",
+            presets.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+        );
+    };
+    let mut cfg: TableConfig = ConfigBuilder::from_defaults(base)?.file(config)?.build()?;
+    scale_config(&mut cfg, scale)?;
+    Ok(cfg)
+}
+
+/// Multiplies the `scaled_keys` settings of every run by `scale` (`--scale`).
+pub fn scale_config(cfg: &mut TableConfig, scale: f64) -> Result<()> {
+    if !(scale > 0.0 && scale.is_finite()) {
+        bail!("--scale must be a positive number, got {scale}");
+    }
+    let keys = cfg.scaled_keys.clone();
+    scale_table(&mut cfg.teacher, &keys, scale);
+    scale_table(&mut cfg.student, &keys, scale);
+    for m in &mut cfg.methods {
+        scale_table(&mut m.objective, &keys, scale);
+        scale_table(&mut m.student, &keys, scale);
+    }
+    Ok(())
+}
+
+/// Multiplies the integer values of `keys` in `t` and its sub-tables (at least 1 after rounding).
+fn scale_table(t: &mut Table, keys: &[String], scale: f64) {
+    for (k, v) in t.iter_mut() {
+        match v {
+            Value::Integer(i) if keys.contains(k) => {
+                *i = ((*i as f64 * scale).round() as i64).max(1);
+            }
+            Value::Table(sub) => scale_table(sub, keys, scale),
+            _ => {}
+        }
+    }
+}
+
+/// Runs every cell, writes `<what>.md`, `<what>.csv` and `<what>-fd.png` to `out`, returns the
+/// markdown.
+pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
+    // Resolve every run's config before the first long job, so a typo fails in a second.
+    for name in &cfg.datasets {
+        let paths = Paths::new(out, name);
+        teacher_config(cfg, &paths)?;
+        for m in &cfg.methods {
+            for &s in &cfg.student_steps {
+                student_builder(cfg, &paths, m, s)?;
+            }
+        }
+    }
+    let mut cells = Vec::new();
+    let total = cfg.datasets.len() * (1 + cfg.methods.len() * cfg.student_steps.len());
+    let mut done = 0;
+    let clock = Instant::now();
+    let mut note = |what: &str| {
+        done += 1;
+        eprintln!(
+            "[{done}/{total}, {:.0} s] {what}",
+            clock.elapsed().as_secs_f64()
+        );
+    };
+    for name in &cfg.datasets {
+        let paths = Paths::new(out, name);
+        builtin_set(&paths.data, name, cfg.data_n, cfg.seed)?;
+        builtin_set(&paths.reference, name, cfg.reference_n, cfg.seed + 1)?;
+        let ref_data = read_data(&paths.reference)?;
+        let mixture = Mixture::read(&paths.reference)?;
+
+        let t0 = Instant::now();
+        let teacher = teacher_config(cfg, &paths)?;
+        finish_run(&teacher, "teacher")?;
+        note(&format!(
+            "{name}: teacher ready ({:.0} s)",
+            t0.elapsed().as_secs_f64()
+        ));
+        for b in &cfg.baselines {
+            let samples = draw(cfg, &paths, &paths.teacher, Some(b), &b.label)?;
+            let metrics = evaluate(&samples, &ref_data, mixture.as_ref())?;
+            cells.push(Cell {
+                dataset: name.clone(),
+                method: b.label.clone(),
+                steps: b.steps,
+                metrics,
+                train_s: 0.0,
+            });
+        }
+        for m in &cfg.methods {
+            for &s in &cfg.student_steps {
+                let t0 = Instant::now();
+                let student: TrainConfig = student_builder(cfg, &paths, m, s)?.build()?;
+                finish_run(&student, &format!("{} S={s}", m.label))?;
+                let train_s = t0.elapsed().as_secs_f64();
+                let samples = draw(cfg, &paths, &student.out, None, &slug(&m.label, s))?;
+                let metrics = evaluate(&samples, &ref_data, mixture.as_ref())?;
+                note(&format!(
+                    "{name}: {} with {s} steps: FD {} ({train_s:.0} s)",
+                    m.label,
+                    fmt3(metrics.fd)
+                ));
+                cells.push(Cell {
+                    dataset: name.clone(),
+                    method: m.label.clone(),
+                    steps: s,
+                    metrics,
+                    train_s,
+                });
+            }
+        }
+    }
+    let md = report(cfg, &cells);
+    write_text(out, &format!("{what}.md"), &md)?;
+    write_text(out, &format!("{what}.csv"), &csv(&cells))?;
+    plot(&out.join(format!("{what}-fd.png")), cfg, &cells)?;
+    Ok(md)
+}
+
+/// Where one dataset's files live under `out`.
+struct Paths {
+    root: PathBuf,
+    data: PathBuf,
+    reference: PathBuf,
+    teacher: PathBuf,
+}
+
+impl Paths {
+    fn new(out: &Path, dataset: &str) -> Self {
+        let root = out.join(dataset);
+        Paths {
+            data: out.join("data").join(format!("{dataset}.h5")),
+            reference: out.join("data").join(format!("{dataset}-reference.h5")),
+            teacher: root.join("teacher"),
+            root,
+        }
+    }
+}
+
+/// The run folder of `label`'s student with `steps` steps on `dataset` under `out`.
+pub fn student_dir(out: &Path, dataset: &str, label: &str, steps: usize) -> PathBuf {
+    Paths::new(out, dataset).root.join(slug(label, steps))
+}
+
+/// The training set of `dataset` under `out`.
+pub fn data_path(out: &Path, dataset: &str) -> PathBuf {
+    Paths::new(out, dataset).data
+}
+
+/// `cd-s4` for label "CD" and 4 steps: the run folder and samples file of a cell.
+fn slug(label: &str, steps: usize) -> String {
+    let base: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("{}-s{steps}", base.trim_matches('-'))
+}
+
+fn with_table(mut b: ConfigBuilder, t: &Table) -> ConfigBuilder {
+    for (k, v) in t {
+        b = b.set(k, Some(v.clone()));
+    }
+    b
+}
+
+fn path_value(p: &Path) -> Option<Value> {
+    Some(Value::String(p.display().to_string()))
+}
+
+fn teacher_config(cfg: &TableConfig, paths: &Paths) -> Result<TrainConfig> {
+    with_table(
+        ConfigBuilder::from_defaults(train_cli::DEFAULTS)?,
+        &cfg.teacher,
+    )
+    .set("data", path_value(&paths.data))
+    .set("out", path_value(&paths.teacher))
+    .set("seed", Some(cfg.seed as i64))
+    .build()
+    .context("the preset's [teacher] table")
+}
+
+/// The student of method `m` with `steps` student steps: distill defaults, the table's and the
+/// method's student settings, the objective, then what the teacher checkpoint implies.
+fn student_builder(
+    cfg: &TableConfig,
+    paths: &Paths,
+    m: &Method,
+    steps: usize,
+) -> Result<ConfigBuilder> {
+    let mut objective = m.objective.clone();
+    objective.insert("student_steps".into(), Value::Integer(steps as i64));
+    let b = with_table(
+        ConfigBuilder::from_defaults(distill::DEFAULTS)?,
+        &cfg.student,
+    );
+    let b = with_table(b, &m.student)
+        .set("objective", Some(Value::Table(objective)))
+        .set("data", path_value(&paths.data))
+        .set("out", path_value(&paths.root.join(slug(&m.label, steps))))
+        .set("seed", Some(cfg.seed as i64));
+    // A method may be taught by a denoiser plugin (`[teacher_denoiser]`); its student still
+    // starts from the trained teacher's weights.
+    let b = match b.table().contains_key("teacher_denoiser") {
+        true => b,
+        false => b.set("teacher", path_value(&paths.teacher)),
+    };
+    // The student is the teacher's network; before the teacher exists, resolve against the
+    // teacher's config instead of its checkpoint.
+    if checkpoint::latest(&paths.teacher).is_ok() {
+        return distill::from_teacher(b, &paths.teacher);
+    }
+    let teacher = teacher_config(cfg, paths)?;
+    let b = b.set("denoiser", Some(Value::try_from(&teacher.denoiser)?));
+    b.build::<TrainConfig>()
+        .with_context(|| format!("the student of method `{}` with {steps} steps", m.label))?;
+    Ok(b)
+}
+
+/// Trains `cfg` to its last step: reuses a finished run, resumes an unfinished one.
+fn finish_run(cfg: &TrainConfig, what: &str) -> Result<()> {
+    let at = checkpoint::list(&cfg.out)?.last().map(|(s, _)| *s);
+    match at {
+        Some(s) if s >= cfg.steps => {
+            eprintln!("{what}: reusing {} (step {s})", cfg.out.display());
+            Ok(())
+        }
+        resume => {
+            let r = resume.is_some();
+            train(cfg, r, true)
+                .map(|_| ())
+                .with_context(|| format!("training {what} in {}", cfg.out.display()))
+        }
+    }
+}
+
+/// Samples the checkpoint in `run` (a student by its own defaults, or with `baseline`'s
+/// integrator and steps) into `root/samples/<name>.h5`.
+fn draw(
+    cfg: &TableConfig,
+    paths: &Paths,
+    run: &Path,
+    baseline: Option<&Baseline>,
+    name: &str,
+) -> Result<DataArray> {
+    let args = sample::Args {
+        checkpoint: Some(run.to_path_buf()),
+        data: Some(paths.data.clone()),
+        n: Some(cfg.n),
+        seed: Some(cfg.seed),
+        out: Some(paths.root.join("samples").join(format!("{name}.h5"))),
+        steps: baseline.map(|b| b.steps),
+        ..Default::default()
+    };
+    let mut sc = sample::SampleConfig::resolve(&args)?;
+    if let Some(b) = baseline {
+        sc.integrator = clone_plugin(&b.integrator)?;
+    }
+    std::fs::create_dir_all(paths.root.join("samples"))?;
+    Ok(sample::draw(&sc)?.0)
+}
+
+/// Reads one metric of a cell (`None` where the data has no mixture).
+type Pick = fn(&Metrics) -> Option<f64>;
+
+fn report(cfg: &TableConfig, cells: &[Cell]) -> String {
+    let mut md = format!("# {}\n\n", cfg.title);
+    md.push_str(&format!(
+        "Teacher: `fewstep train` on {} rows; students distilled from it and sampled with DDIM on \
+         their own S-step grid (Algorithm 2); {} samples per cell from the same noise (seed {}), \
+         scored against {} exact reference samples.\n\n",
+        cfg.data_n, cfg.n, cfg.seed, cfg.reference_n
+    ));
+    for name in &cfg.datasets {
+        let here: Vec<&Cell> = cells.iter().filter(|c| &c.dataset == name).collect();
+        let mut metrics: Vec<(&str, Pick)> = vec![("FD", |m| Some(m.fd)), ("SW2", |m| Some(m.sw2))];
+        if here.iter().any(|c| c.metrics.nll.is_some()) {
+            metrics.push(("NLL", |m| m.nll));
+            metrics.push(("mode KL", |m| m.mode_kl));
+        }
+        for (metric, pick) in metrics {
+            md.push_str(&format!("## {metric} on {name} (lower is better)\n\n"));
+            let mut header = vec!["Student steps".to_string()];
+            header.extend(cfg.methods.iter().map(|m| m.label.clone()));
+            let cell = |method: &str, s: usize| {
+                here.iter()
+                    .find(|c| c.method == method && c.steps == s)
+                    .and_then(|c| pick(&c.metrics))
+                    .map(fmt3)
+                    .unwrap_or_default()
+            };
+            let mut rows: Vec<Vec<String>> = cfg
+                .student_steps
+                .iter()
+                .map(|&s| {
+                    let mut r = vec![s.to_string()];
+                    r.extend(cfg.methods.iter().map(|m| cell(&m.label, s)));
+                    r
+                })
+                .collect();
+            for b in &cfg.baselines {
+                let mut r = vec![format!("{} ({} steps)", b.label, b.steps)];
+                let v = cell(&b.label, b.steps);
+                r.extend(cfg.methods.iter().map(|_| v.clone()));
+                rows.push(r);
+            }
+            md.push_str(&markdown_table(&header, &rows));
+            md.push('\n');
+        }
+        let train_s: f64 = here.iter().map(|c| c.train_s).sum();
+        md.push_str(&format!(
+            "Student training on {name}: {train_s:.0} s in all.\n\n"
+        ));
+    }
+    if !cfg.paper.is_empty() {
+        md.push_str(&format!("## The paper\n\n{}\n", cfg.paper.trim()));
+    }
+    md
+}
+
+fn csv(cells: &[Cell]) -> String {
+    let mut s = String::from("dataset,method,steps,fd,sw2,nll,mode_kl,train_s\n");
+    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for c in cells {
+        s.push_str(&format!(
+            "{},\"{}\",{},{},{},{},{},{:.1}\n",
+            c.dataset,
+            c.method,
+            c.steps,
+            c.metrics.fd,
+            c.metrics.sw2,
+            opt(c.metrics.nll),
+            opt(c.metrics.mode_kl),
+            c.train_s
+        ));
+    }
+    s
+}
+
+/// FD against student steps, one line per method, baselines as flat lines.
+fn plot(path: &Path, cfg: &TableConfig, cells: &[Cell]) -> Result<()> {
+    let (lo, hi) = (
+        *cfg.student_steps.iter().min().unwrap_or(&1) as f64,
+        *cfg.student_steps.iter().max().unwrap_or(&1) as f64,
+    );
+    let panels: Vec<Panel> = cfg
+        .datasets
+        .iter()
+        .map(|name| {
+            let mut series: Vec<Series> = cfg
+                .methods
+                .iter()
+                .map(|m| Series {
+                    label: m.label.clone(),
+                    points: cells
+                        .iter()
+                        .filter(|c| &c.dataset == name && c.method == m.label)
+                        .map(|c| (c.steps as f64, c.metrics.fd))
+                        .collect(),
+                })
+                .collect();
+            for b in &cfg.baselines {
+                if let Some(c) = cells
+                    .iter()
+                    .find(|c| &c.dataset == name && c.method == b.label)
+                {
+                    series.push(Series {
+                        label: format!("{} ({} steps)", b.label, b.steps),
+                        points: vec![(lo, c.metrics.fd), (hi, c.metrics.fd)],
+                    });
+                }
+            }
+            Panel {
+                title: format!("FD on {name}"),
+                x_label: "student steps".into(),
+                y_label: "FD".into(),
+                series,
+                log_x: true,
+                log_y: true,
+            }
+        })
+        .collect();
+    line_panels(path, &panels)
+}

@@ -769,3 +769,22 @@ fn objective_configs_and_errors() {
         .unwrap()
         .is_finite());
 }
+
+#[test]
+fn progressive_rounds_from_a_fixed_first_teacher() {
+    let pd = |s: usize| Progressive {
+        student_steps: s,
+        teacher_steps: Some(64),
+        iters_per_round: 10,
+        ..Progressive::default()
+    };
+    assert_eq!(pd(1).rounds(), 6);
+    assert_eq!(pd(8).rounds(), 3);
+    // The first round's teacher takes 64 steps whatever S is, the last round's student S.
+    for s in [1, 2, 4, 8] {
+        assert_eq!(pd(s).round_at(0).student_steps, 32);
+        assert_eq!(pd(s).round_at(1000).student_steps, s);
+    }
+    // Never fewer than one round, even when S is at the start already.
+    assert_eq!(pd(64).rounds(), 1);
+}

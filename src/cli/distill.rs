@@ -54,6 +54,13 @@ impl Args {
             b = from_teacher(b, &teacher)?;
         }
         require_data(&b)?;
+        let t = b.table();
+        if !self.run.resume && !t.contains_key("teacher") && !t.contains_key("teacher_denoiser") {
+            anyhow::bail!(
+                "distillation needs a teacher: pass --teacher RUN (a checkpoint or run folder) or \
+                 set `[teacher_denoiser]` (a denoiser plugin table) in --config"
+            );
+        }
         b.build()
     }
 }

@@ -10,7 +10,7 @@ mod data;
 pub mod distill;
 mod eval;
 mod list;
-mod reproduce;
+pub mod reproduce;
 pub mod sample;
 pub mod schema;
 pub mod train;

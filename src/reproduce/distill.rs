@@ -13,7 +13,7 @@ use crate::data::{read_data, DataArray, Mixture};
 use crate::integrator::Integrator;
 use crate::metrics::{evaluate, Metrics};
 use crate::plot::{line_panels, Panel, Series};
-use crate::train::{checkpoint, train, TrainConfig};
+use crate::train::{checkpoint, train, LogLine, TrainConfig};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -204,10 +204,9 @@ pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
         }
         for m in &cfg.methods {
             for &s in &cfg.student_steps {
-                let t0 = Instant::now();
                 let student: TrainConfig = student_builder(cfg, &paths, m, s)?.build()?;
                 finish_run(&student, &format!("{} S={s}", m.label))?;
-                let train_s = t0.elapsed().as_secs_f64();
+                let train_s = logged_seconds(&student.out)?;
                 let samples = draw(cfg, &paths, &student.out, None, &slug(&m.label, s))?;
                 let metrics = evaluate(&samples, &ref_data, mixture.as_ref())?;
                 note(&format!(
@@ -354,6 +353,17 @@ fn finish_run(cfg: &TrainConfig, what: &str) -> Result<()> {
     }
 }
 
+/// The training time `log.jsonl` records for a finished run (of its last start), so a reused
+/// run reports what it cost when it was trained.
+fn logged_seconds(run: &Path) -> Result<f64> {
+    let text = std::fs::read_to_string(run.join("log.jsonl")).unwrap_or_default();
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<LogLine>(l).ok())
+        .last()
+        .map_or(0.0, |l| l.elapsed_s))
+}
+
 /// Samples the checkpoint in `run` (a student by its own defaults, or with `baseline`'s
 /// integrator and steps) into `root/samples/<name>.h5`.
 fn draw(
@@ -376,8 +386,31 @@ fn draw(
     if let Some(b) = baseline {
         sc.integrator = clone_plugin(&b.integrator)?;
     }
+    if let Some(done) = earlier_samples(&sc)? {
+        return Ok(done);
+    }
     std::fs::create_dir_all(paths.root.join("samples"))?;
     Ok(sample::draw(&sc)?.0)
+}
+
+/// The samples already at `sc.out` when they were drawn with the same config from the same
+/// checkpoint step (a rerun then costs nothing).
+fn earlier_samples(sc: &sample::SampleConfig) -> Result<Option<DataArray>> {
+    let (Ok(file), Some(ck)) = (hdf5::File::open(&sc.out), &sc.checkpoint) else {
+        return Ok(None);
+    };
+    let attr = |name| {
+        file.dataset("data")
+            .ok()
+            .and_then(|d| crate::data::h5::read_str_attr(&d, name))
+    };
+    let step = checkpoint::load(&checkpoint::resolve(ck)?, &[])?.meta.step;
+    let same = attr("config") == Some(crate::config::to_toml(sc)?)
+        && attr("checkpoint_step") == Some(step.to_string());
+    Ok(match same {
+        true => Some(read_data(&sc.out)?),
+        false => None,
+    })
 }
 
 /// Reads one metric of a cell (`None` where the data has no mixture).

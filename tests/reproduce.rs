@@ -1,0 +1,302 @@
+//! End to end through the binary: `fewstep distill` (a student from a teacher checkpoint or from
+//! the exact `gmm` denoiser, sampled on its own grid), and `fewstep reproduce table3|table4|
+//! figure1` on tiny versions of the presets (every file written, finished runs reused).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fewstep(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        .args(args)
+        .output()
+        .expect("run fewstep")
+}
+
+fn ok(args: &[&str]) -> (String, String) {
+    let o = fewstep(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "fewstep {args:?} failed: {err}");
+    (String::from_utf8(o.stdout).unwrap(), err)
+}
+
+fn err(args: &[&str]) -> String {
+    let o = fewstep(args);
+    assert!(!o.status.success(), "fewstep {args:?} should fail");
+    String::from_utf8(o.stderr).unwrap()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn attr(file: &Path, name: &str) -> String {
+    let f = hdf5::File::open(file).unwrap();
+    fewstep::data::h5::read_str_attr(&f.dataset("data").unwrap(), name).unwrap()
+}
+
+/// A small ring8 set and a teacher trained on it for a few steps.
+fn teacher(dir: &Path) -> (PathBuf, PathBuf) {
+    let data = dir.join("ring8.h5");
+    ok(&["data", "make", "ring8", "--n", "2000", "--out", p(&data)]);
+    let teacher = dir.join("teacher");
+    ok(&[
+        "train",
+        "--data",
+        p(&data),
+        "--steps",
+        "30",
+        "--batch",
+        "64",
+        "--out",
+        p(&teacher),
+    ]);
+    (data, teacher)
+}
+
+#[test]
+fn distill_starts_from_the_teacher_and_the_student_samples_on_its_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, teacher) = teacher(dir.path());
+    let student = dir.path().join("student");
+    ok(&[
+        "distill",
+        "--teacher",
+        p(&teacher),
+        "--student-steps",
+        "2",
+        "--steps",
+        "20",
+        "--batch",
+        "64",
+        "--out",
+        p(&student),
+    ]);
+    // Network, initial weights and data come from the teacher; the objective is the default.
+    let config: toml::Table = std::fs::read_to_string(student.join("config.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(config["denoiser"]["name"].as_str(), Some("mlp"));
+    assert_eq!(config["init"].as_str(), Some(p(&teacher)));
+    assert_eq!(config["data"].as_str(), Some(p(&data)));
+    assert_eq!(config["objective"]["name"].as_str(), Some("multistep-cd"));
+    assert_eq!(config["objective"]["student_steps"].as_integer(), Some(2));
+
+    // Algorithm 2 by default: DDIM on the student's 2-step grid of its cosine schedule.
+    let samples = dir.path().join("s.h5");
+    ok(&[
+        "sample",
+        "--checkpoint",
+        p(&student),
+        "--n",
+        "300",
+        "--out",
+        p(&samples),
+    ]);
+    assert_eq!(attr(&samples, "steps"), "2");
+    assert_eq!(attr(&samples, "nfe"), "2");
+    let used: toml::Table = attr(&samples, "config").parse().unwrap();
+    assert_eq!(used["schedule"]["name"].as_str(), Some("cosine"));
+    assert_eq!(used["integrator"]["name"].as_str(), Some("ddim"));
+    let values = fewstep::data::read_data(&samples).unwrap().values;
+    assert!(values.iter().all(|v| v.is_finite()));
+    // Flags still win over the student's defaults.
+    ok(&[
+        "sample",
+        "--checkpoint",
+        p(&student),
+        "--n",
+        "50",
+        "--steps",
+        "4",
+        "--out",
+        p(&samples),
+    ]);
+    assert_eq!(attr(&samples, "steps"), "4");
+
+    // Resuming continues to more steps; the teacher was not touched.
+    ok(&["distill", "--out", p(&student), "--resume", "--steps", "30"]);
+    assert!(student.join("ckpt-000000030.safetensors").exists());
+}
+
+#[test]
+fn distill_errors_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, teacher) = teacher(dir.path());
+    let out = dir.path().join("x");
+    assert!(err(&["distill", "--out", p(&out)]).contains("no training data"));
+    let e = err(&["distill", "--data", p(&data), "--out", p(&out)]);
+    assert!(e.contains("needs a teacher"), "{e}");
+    let e = err(&["distill", "--teacher", "no/such/run", "--out", p(&out)]);
+    assert!(e.contains("no/such/run"), "{e}");
+    let e = err(&[
+        "distill",
+        "--teacher",
+        p(&teacher),
+        "--objective",
+        "nope",
+        "--out",
+        p(&out),
+    ]);
+    assert!(
+        e.contains("multistep-ct") && e.contains("progressive"),
+        "{e}"
+    );
+
+    // A checkpoint and a denoiser plugin as teachers at once is refused.
+    let cfg = dir.path().join("both.toml");
+    std::fs::write(&cfg, "[teacher_denoiser]\nname = \"gmm\"\n").unwrap();
+    let e = err(&[
+        "distill",
+        "--config",
+        p(&cfg),
+        "--teacher",
+        p(&teacher),
+        "--steps",
+        "2",
+        "--out",
+        p(&out),
+    ]);
+    assert!(e.contains("keep one"), "{e}");
+}
+
+#[test]
+fn the_exact_mixture_denoiser_teaches_a_student() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, teacher) = teacher(dir.path());
+    let cfg = dir.path().join("gmm-teacher.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "init = \"{}\"\ndata = \"{}\"\nsteps = 10\nbatch = 64\n\
+             [teacher_denoiser]\nname = \"gmm\"\n[denoiser]\nname = \"mlp\"\n\
+             [objective]\nname = \"multistep-cd\"\nstudent_steps = 4\n",
+            p(&teacher),
+            p(&data)
+        ),
+    )
+    .unwrap();
+    let student = dir.path().join("student");
+    ok(&["distill", "--config", p(&cfg), "--out", p(&student)]);
+    let samples = dir.path().join("s.h5");
+    ok(&[
+        "sample",
+        "--checkpoint",
+        p(&student),
+        "--n",
+        "100",
+        "--out",
+        p(&samples),
+    ]);
+    assert_eq!(attr(&samples, "nfe"), "4");
+}
+
+/// A preset with `edit` applied, written to `dir/name`.
+fn preset(dir: &Path, name: &str, text: &str, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
+    let mut t: toml::Table = text.parse().unwrap();
+    edit(&mut t);
+    let path = dir.join(name);
+    std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+    path
+}
+
+/// Shrinks a table config to seconds: ring8 or two-modes rows, a few training steps.
+fn shrink(t: &mut toml::Table, steps: &[i64]) {
+    let set = |t: &mut toml::Table, k: &str, v: toml::Value| {
+        t.insert(k.into(), v);
+    };
+    set(t, "data_n", 2000.into());
+    set(t, "reference_n", 1000.into());
+    set(t, "n", 400.into());
+    set(
+        t,
+        "student_steps",
+        toml::Value::Array(steps.iter().map(|&s| s.into()).collect()),
+    );
+    let teacher = t["teacher"].as_table_mut().unwrap();
+    teacher.insert("steps".into(), 30.into());
+    teacher.insert("batch".into(), 64.into());
+    let student = t["student"].as_table_mut().unwrap();
+    student.insert("steps".into(), 12.into());
+    student.insert("batch".into(), 64.into());
+    for b in t["baselines"].as_array_mut().unwrap() {
+        b.as_table_mut().unwrap().insert("steps".into(), 16.into());
+    }
+}
+
+#[test]
+fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
+    use fewstep::cli::reproduce::TABLE4;
+    let dir = tempfile::tempdir().unwrap();
+    let quick = TABLE4.iter().find(|p| p.0 == "quick").unwrap().1;
+    let cfg = preset(dir.path(), "t4.toml", quick, |t| {
+        t.insert("datasets".into(), toml::Value::Array(vec!["ring8".into()]));
+        shrink(t, &[1, 2]);
+    });
+    let out = dir.path().join("out");
+    let args = ["reproduce", "table4", "--config", p(&cfg), "--out", p(&out)];
+    let (md, _) = ok(&args);
+    assert!(md.contains("| Student steps | DDIM | aDDIM |"), "{md}");
+    assert!(md.contains("teacher, aDDIM (16 steps)"), "{md}");
+    assert!(md.contains("## NLL on ring8"), "{md}");
+    let csv = std::fs::read_to_string(out.join("table4.csv")).unwrap();
+    // header + baseline + 2 methods x 2 steps
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+    assert!(out.join("table4-fd.png").exists());
+    assert!(out.join("ring8/samples/addim-s2.h5").exists());
+    // Every student sampled with its own S.
+    assert_eq!(attr(&out.join("ring8/samples/ddim-s1.h5"), "nfe"), "1");
+
+    // A second run trains nothing and gives the same table.
+    let (again, log) = ok(&args);
+    assert!(log.matches("reusing").count() == 5, "{log}");
+    assert_eq!(md, again);
+
+    assert!(err(&["reproduce", "table3", "--preset", "nope"]).contains("quick, paper"));
+    assert!(err(&["reproduce", "table4", "--scale", "0"]).contains("--scale"));
+}
+
+#[test]
+fn scale_multiplies_every_schedule_length() {
+    use fewstep::cli::reproduce::TABLE3;
+    let c = fewstep::reproduce::distill::load("table3", TABLE3, "paper", None, 0.01).unwrap();
+    assert_eq!(c.teacher["steps"].as_integer(), Some(1000));
+    assert_eq!(c.student["steps"].as_integer(), Some(2000));
+    assert_eq!(
+        c.methods[0].objective["anneal_iters"].as_integer(),
+        Some(1000)
+    );
+    assert_eq!(
+        c.methods[2].objective["iters_per_round"].as_integer(),
+        Some(333)
+    );
+    // Not scaled: the number of teacher steps of the grid.
+    assert_eq!(
+        c.methods[0].objective["teacher_steps_end"].as_integer(),
+        Some(1280)
+    );
+}
+
+#[test]
+fn reproduce_figure1_draws_trajectories() {
+    use fewstep::cli::reproduce::FIGURE1;
+    let dir = tempfile::tempdir().unwrap();
+    let quick = FIGURE1.iter().find(|p| p.0 == "quick").unwrap().1;
+    let cfg = preset(dir.path(), "f1.toml", quick, |t| {
+        t.insert("exact_steps".into(), 32.into());
+        shrink(t["table"].as_table_mut().unwrap(), &[1, 2, 4]);
+    });
+    let out = dir.path().join("out");
+    let (md, _) = ok(&[
+        "reproduce",
+        "figure1",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&out),
+    ]);
+    assert!(md.contains("| Student steps | CD |"), "{md}");
+    let png = image::open(out.join("figure1.png")).unwrap();
+    // Four panels: 1, 2, 4 steps and DDIM.
+    assert_eq!(png.width(), 4 * 360);
+}

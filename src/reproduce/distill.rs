@@ -359,8 +359,8 @@ fn logged_seconds(run: &Path) -> Result<f64> {
     let text = std::fs::read_to_string(run.join("log.jsonl")).unwrap_or_default();
     Ok(text
         .lines()
-        .filter_map(|l| serde_json::from_str::<LogLine>(l).ok())
-        .last()
+        .rev()
+        .find_map(|l| serde_json::from_str::<LogLine>(l).ok())
         .map_or(0.0, |l| l.elapsed_s))
 }
 

@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo build --release --quiet
 if [ $# -eq 0 ]; then
-  set -- reproduce samplers --preset quick --out out/samplers
+  set -- reproduce table4 --preset quick --out out/reproduce
 fi
 exec target/release/fewstep "$@"

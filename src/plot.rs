@@ -166,7 +166,7 @@ pub fn path_panels(path: &Path, panels: &[PathPanel]) -> Result<()> {
             .y_desc(p.y_label.as_str())
             .draw()
             .map_err(|e| anyhow!("plot: {e}"))?;
-        let color = Palette99::pick(0).mix(0.6);
+        let color = RGBColor(200, 30, 60);
         for line in &p.paths {
             chart
                 .draw_series(LineSeries::new(line.clone(), color.stroke_width(1)))

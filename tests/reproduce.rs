@@ -240,8 +240,9 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
     assert!(md.contains("teacher, aDDIM (16 steps)"), "{md}");
     assert!(md.contains("## NLL on ring8"), "{md}");
     let csv = std::fs::read_to_string(out.join("table4.csv")).unwrap();
-    // header + baseline + 2 methods x 2 steps
-    assert_eq!(csv.lines().count(), 6, "{csv}");
+    // header, noise floor, baseline, 2 methods x 2 steps
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    assert!(md.contains("exact samples (noise floor)"), "{md}");
     assert!(out.join("table4-fd.png").exists());
     assert!(out.join("ring8/samples/addim-s2.h5").exists());
     // Every student sampled with its own S.

@@ -410,3 +410,55 @@ fn init_copies_a_checkpoint_and_a_teacher_loads() {
         "{err:#}"
     );
 }
+
+#[test]
+fn later_rounds_are_taught_by_the_frozen_student_and_resume_exactly() {
+    let r = ring8_run();
+    let teacher = r.out.with_file_name("teacher");
+    train(&config(&r.data, &teacher, "steps = 4"), false, false).unwrap();
+    // Progressive distillation: round 0 (4-step student of the run's teacher) for 3
+    // iterations, then round 1 (2-step student of the round-0 student).
+    let pd = |out: &Path, steps: u64| {
+        config(
+            &r.data,
+            out,
+            &format!(
+                "steps = {steps}\ncheckpoint_every = 2\nkeep_checkpoints = 1\nteacher = \"{}\"\n\
+                 [objective]\nname = \"progressive\"\nstudent_steps = 2\nrounds = 2\n\
+                 iters_per_round = 3",
+                teacher.display()
+            ),
+        )
+    };
+    let straight = r.out.with_file_name("straight");
+    let done = train(&pd(&straight, 7), false, false).unwrap();
+    // Round 1's teacher is the student as round 1 began (after 3 iterations), kept apart from
+    // the pruned checkpoints; checkpoints record the S of the round last trained.
+    let frozen =
+        checkpoint::load(&straight.join("rounds/ckpt-000000003.safetensors"), &PARTS).unwrap();
+    assert_eq!(frozen.meta.step, 3);
+    assert_eq!(frozen.meta.student_steps, Some(4));
+    assert_eq!(
+        checkpoint::load(&done.checkpoint, &[])
+            .unwrap()
+            .meta
+            .student_steps,
+        Some(2)
+    );
+    let at3 = pd(&r.out.with_file_name("three"), 3);
+    let three = train(&at3, false, false).unwrap();
+    let (a, b) = (state(&three.checkpoint), frozen.state);
+    for (k, t) in &a {
+        assert!(
+            t == &b[k],
+            "{k}: the frozen teacher is not the student at step 3"
+        );
+    }
+    // Stopping inside round 1 and resuming reloads the same round teacher: bit-exact.
+    train(&pd(&r.out, 5), false, false).unwrap();
+    let resumed = train(&pd(&r.out, 7), true, false).unwrap();
+    let (a, b) = (state(&done.checkpoint), state(&resumed.checkpoint));
+    for (k, t) in &a {
+        assert!(t == &b[k], "{k} differs after resuming inside a round");
+    }
+}

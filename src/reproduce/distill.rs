@@ -94,6 +94,9 @@ pub struct Baseline {
     pub steps: usize,
 }
 
+/// The row label of fresh exact samples (the noise floor).
+const EXACT: &str = "exact samples (noise floor)";
+
 /// One measured cell.
 pub struct Cell {
     pub dataset: String,
@@ -183,6 +186,15 @@ pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
         builtin_set(&paths.reference, name, cfg.reference_n, cfg.seed + 1)?;
         let ref_data = read_data(&paths.reference)?;
         let mixture = Mixture::read(&paths.reference)?;
+        // Fresh exact samples score the floor that sampling noise alone sets.
+        let exact = crate::data::builtin::make_set(name, cfg.n, cfg.seed + 2)?.data;
+        cells.push(Cell {
+            dataset: name.clone(),
+            method: EXACT.into(),
+            steps: 0,
+            metrics: evaluate(&exact, &ref_data, mixture.as_ref())?,
+            train_s: 0.0,
+        });
 
         let t0 = Instant::now();
         let teacher = teacher_config(cfg, &paths)?;
@@ -451,9 +463,18 @@ fn report(cfg: &TableConfig, cells: &[Cell]) -> String {
                     r
                 })
                 .collect();
-            for b in &cfg.baselines {
-                let mut r = vec![format!("{} ({} steps)", b.label, b.steps)];
-                let v = cell(&b.label, b.steps);
+            let fixed = cfg
+                .baselines
+                .iter()
+                .map(|b| {
+                    (
+                        format!("{} ({} steps)", b.label, b.steps),
+                        cell(&b.label, b.steps),
+                    )
+                })
+                .chain([(EXACT.to_string(), cell(EXACT, 0))]);
+            for (label, v) in fixed {
+                let mut r = vec![label];
                 r.extend(cfg.methods.iter().map(|_| v.clone()));
                 rows.push(r);
             }
@@ -512,13 +533,18 @@ fn plot(path: &Path, cfg: &TableConfig, cells: &[Cell]) -> Result<()> {
                         .collect(),
                 })
                 .collect();
-            for b in &cfg.baselines {
+            let fixed = cfg
+                .baselines
+                .iter()
+                .map(|b| (b.label.as_str(), format!("{} ({} steps)", b.label, b.steps)))
+                .chain([(EXACT, EXACT.to_string())]);
+            for (method, label) in fixed {
                 if let Some(c) = cells
                     .iter()
-                    .find(|c| &c.dataset == name && c.method == b.label)
+                    .find(|c| &c.dataset == name && c.method == method)
                 {
                     series.push(Series {
-                        label: format!("{} ({} steps)", b.label, b.steps),
+                        label,
                         points: vec![(lo, c.metrics.fd), (hi, c.metrics.fd)],
                     });
                 }

@@ -273,6 +273,12 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
             .with_context(|| format!("{} holds {}", path.display(), ck.meta.network))?;
         tracing::info!("initialised from {}", path.display());
     }
+    let stale_rounds = cfg.out.join("rounds");
+    if !resume && stale_rounds.exists() {
+        // Round teachers of an earlier run that never wrote a checkpoint: not this run's.
+        std::fs::remove_dir_all(&stale_rounds)
+            .with_context(|| format!("cannot remove {}", stale_rounds.display()))?;
+    }
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("cannot create {}", cfg.out.display()))?;
     let config_toml = crate::config::to_toml(cfg)?;
@@ -282,30 +288,39 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         .append(true)
         .open(cfg.out.join("log.jsonl"))?;
     let about = net.describe();
-    let meta = |step| Meta {
+    // A checkpoint after `step` iterations records the S of the round the last one trained.
+    let meta = |step: u64| Meta {
         step,
         config: config_toml.clone(),
         row_shape: row_shape.clone(),
         network: about.clone(),
-        student_steps: cfg.objective.student_steps(),
+        student_steps: step
+            .checked_sub(1)
+            .and_then(|i| cfg.objective.round(i))
+            .map(|r| r.student_steps)
+            .or(cfg.objective.student_steps()),
     };
+    let mut rounds = RoundTeacher::default();
 
     let bar = bar(cfg.steps, start, progress);
     let t0 = Instant::now();
     let mut window = Window::new(Instant::now());
     let mut outcome_loss = f64::NAN;
     for step in start..cfg.steps {
+        if let Some(r) = cfg.objective.round(step).filter(|r| r.index > 0) {
+            rounds.enter(&r, &cfg.out, &dev, || net.state(&PARTS), meta(r.start))?;
+        }
+        let active = rounds.teacher().or(teacher.as_deref());
         let b = loader.next_batch()?;
         let x = batch_from_vec(&dev, b.values, b.rows, dim);
-        let stats =
-            train_step(cfg, &dev, net.as_mut(), teacher.as_deref(), &x, step).map_err(|e| {
-                bar.abandon();
-                let kept = match &last {
-                    Some(p) => format!("the last good checkpoint is {}", p.display()),
-                    None => "no checkpoint was written yet".to_string(),
-                };
-                e.context(format!("training stopped; {kept}"))
-            })?;
+        let stats = train_step(cfg, &dev, net.as_mut(), active, &x, step).map_err(|e| {
+            bar.abandon();
+            let kept = match &last {
+                Some(p) => format!("the last good checkpoint is {}", p.display()),
+                None => "no checkpoint was written yet".to_string(),
+            };
+            e.context(format!("training stopped; {kept}"))
+        })?;
         window.add(&stats);
         let done = step + 1;
         if done % cfg.log_every == 0 || done == cfg.steps {
@@ -335,6 +350,45 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         steps_per_s: (cfg.steps - start) as f64 / seconds,
         seconds,
     })
+}
+
+/// The teacher of a round after the first (see [`DistillObjective::round`]): the student as it
+/// was when the round began, frozen. It is saved as `rounds/ckpt-<start>.safetensors` in the
+/// run folder (out of reach of checkpoint pruning), so a run resumed inside the round reloads
+/// the same teacher.
+#[derive(Default)]
+struct RoundTeacher {
+    current: Option<(usize, Box<dyn Denoiser>)>,
+}
+
+impl RoundTeacher {
+    /// Makes round `r`'s teacher current: loads it, or first saves the student's `state` as it.
+    fn enter(
+        &mut self,
+        r: &crate::objective::Round,
+        out: &Path,
+        dev: &Dev,
+        state: impl FnOnce() -> StateDict,
+        meta: Meta,
+    ) -> Result<()> {
+        if self.current.as_ref().is_some_and(|(i, _)| *i == r.index) {
+            return Ok(());
+        }
+        let dir = out.join("rounds");
+        let path = dir.join(checkpoint::file_name(r.start));
+        if !path.exists() {
+            checkpoint::save(&dir, &meta, &state())?;
+            tracing::info!("round {} teacher: {}", r.index, path.display());
+        }
+        let teacher = checkpoint::load_sampler(&path, dev)
+            .with_context(|| format!("cannot load the teacher of round {}", r.index))?;
+        self.current = Some((r.index, teacher));
+        Ok(())
+    }
+
+    fn teacher(&self) -> Option<&dyn Denoiser> {
+        self.current.as_ref().map(|(_, t)| t.as_ref())
+    }
 }
 
 /// The run's teacher: a checkpoint's EMA network, or a denoiser plugin built on the data.

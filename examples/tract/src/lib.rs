@@ -8,8 +8,9 @@
 //! TRACT distils in a few phases (the paper goes 1024 -> 32 -> 1 steps in two). Phase k cuts
 //! diffusion time into S_k segments, S_0 > ... > S_{P-1} = S (the student's sampling steps),
 //! shrinking by one integer factor per phase. Its teacher takes T_k steps: the run's teacher at
-//! `teacher_steps` in phase 0, then the previous phase's student at its S_{k-1} steps (the
-//! trainer freezes it as the teacher, see [`DistillObjective::round`]). Each segment thus holds
+//! `teacher_steps` in phase 0, then the previous phase's student at its S_{k-1} steps (phases
+//! are rounds: by the contract of [`DistillObjective::round`] the trainer hands a round's
+//! objective the previous round's frozen student as `ctx.teacher`). Each segment thus holds
 //! N = T_k / S_k teacher steps, on fewstep's [`Grid`]. An example at t = k/T (T = N S_k), in the
 //! segment that starts at t_step, gets the self-teacher target of the multistep paper's
 //! Algorithm 1:

@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo test --all-targets "$@"
+# --workspace: the example plugin crate (examples/tract) has tests too.
+cargo test --workspace --all-targets "$@"

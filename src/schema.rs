@@ -6,6 +6,8 @@
 //! `name = "<plugin>"`. Config structs then simply `#[derive(JsonSchema)]`, and plugins from
 //! other crates appear in the schemas as soon as they are linked in.
 
+pub mod reference;
+
 use crate::denoiser::DenoiserSpec;
 use crate::integrator::Integrator;
 use crate::objective::DistillObjective;
@@ -178,22 +180,32 @@ fn rewrite_refs(v: &mut Value, to: &str) {
 pub struct ConfigKind {
     pub file: &'static str,
     pub defaults: &'static str,
+    /// Where `defaults` comes from, relative to the repository root (`configs/train.toml`).
+    pub defaults_file: &'static str,
     pub command: Option<&'static str>,
+    /// Keys without a default that the command fills in itself when a file leaves them out,
+    /// and from where (`distill` takes `denoiser` and `data` from the teacher checkpoint).
+    pub filled_in: &'static [&'static str],
+    pub filled_from: &'static str,
     pub schema: fn() -> RootSchema,
     /// Deserialises a complete table into the typed config (what a resolved file must pass).
     pub parse: fn(toml::Table) -> Result<()>,
 }
 
 impl ConfigKind {
-    /// The config type `T`, written to `file`, layered on `defaults`.
+    /// The config type `T`, written to `file`, layered on the defaults file `(path, text)`
+    /// (the path relative to the repository root, for the docs).
     pub fn of<T: JsonSchema + DeserializeOwned>(
         file: &'static str,
-        defaults: &'static str,
+        (defaults_file, defaults): (&'static str, &'static str),
     ) -> Self {
         ConfigKind {
             file,
             defaults,
+            defaults_file,
             command: None,
+            filled_in: &[],
+            filled_from: "",
             schema: || schemars::schema_for!(T),
             parse: |t| {
                 T::deserialize(toml::Value::Table(t))
@@ -211,8 +223,24 @@ impl ConfigKind {
         }
     }
 
+    /// Marks `keys` as optional in a file although they have no default: the command fills them
+    /// in `from` somewhere (said in their description).
+    pub fn filled_in(self, keys: &'static [&'static str], from: &'static str) -> Self {
+        ConfigKind {
+            filled_in: keys,
+            filled_from: from,
+            ..self
+        }
+    }
+
+    /// The config kind's name, the schema file's stem: `reproduce-table3`.
+    pub fn name(&self) -> &'static str {
+        self.file.trim_end_matches(".schema.json")
+    }
+
     /// The schema of a file of this kind: the config's schema, where each key of the built-in
-    /// defaults is optional and shows its default.
+    /// defaults is optional and shows its default, and each key the command fills in is
+    /// optional and says from where.
     pub fn file_schema(&self) -> Result<RootSchema> {
         let mut root = (self.schema)();
         let defaults: toml::Table = self
@@ -229,6 +257,15 @@ impl ConfigKind {
             };
             metadata(property).default = Some(serde_json::to_value(value)?);
             object.required.remove(&key);
+        }
+        for &key in self.filled_in {
+            let Some(property) = object.properties.get_mut(key) else {
+                bail!("{}: `{key}` is filled in but not a config key", self.file);
+            };
+            let meta = metadata(property);
+            let said = meta.description.take().unwrap_or_default();
+            meta.description = Some(format!("{said} Left out: {}.", self.filled_from));
+            object.required.remove(key);
         }
         Ok(root)
     }

@@ -15,7 +15,7 @@ use fewstep::integrator::{Integrator, StepCtx};
 use fewstep::objective::{DistillObjective, Loss, ObjectiveCtx};
 use fewstep::register_plugin;
 use fewstep::registry;
-use fewstep::schema::{definition_name, ConfigKind};
+use fewstep::schema::{definition_name, reference, ConfigKind};
 use fewstep::tensor::Batch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -109,24 +109,209 @@ fn schema_check_fails_on_a_stale_file_and_names_the_fix() {
     );
 }
 
+#[test]
+fn committed_config_reference_matches_the_schemas() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (schemas, docs) = (root.join("schemas"), root.join("docs/config-reference.md"));
+    let out = fewstep(&[
+        "schema",
+        "--check",
+        "--out",
+        schemas.to_str().unwrap(),
+        "--markdown",
+        docs.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "docs/config-reference.md (or schemas/) is out of date with the registered plugins; \
+         regenerate with\n    cargo run -- schema --out schemas/ --markdown \
+         docs/config-reference.md\nand commit the result.\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_stale_config_reference_fails_the_check_and_names_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let md = dir.path().join("reference.md");
+    let args = ["schema", "--out", d, "--markdown", md.to_str().unwrap()];
+    assert!(fewstep(&args).status.success());
+    let check = [&args[..], &["--check"]].concat();
+    assert!(fewstep(&check).status.success());
+    std::fs::write(&md, "# stale\n").unwrap();
+    let out = fewstep(&check);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("reference.md") && err.contains("--markdown"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_reference_covers_every_kind_key_and_plugin() {
+    let kinds = config_kinds();
+    let schemas: Vec<(&ConfigKind, Value)> = kinds.iter().map(|k| (k, schema_of(k))).collect();
+    let md = reference::markdown(&schemas);
+    for (kind, schema) in &schemas {
+        assert!(
+            md.contains(&format!("### `{}`", kind.name())),
+            "{}",
+            kind.file
+        );
+        assert!(md.contains(&format!("(../schemas/{})", kind.file)));
+        assert!(md.contains(&format!("(../{})", kind.defaults_file)));
+        assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(kind.defaults_file)
+            .exists());
+        for key in schema["properties"].as_object().unwrap().keys() {
+            assert!(md.contains(&format!("| `{key}` |")), "{}: {key}", kind.file);
+        }
+    }
+    // This binary's test plugins too: the reference is made from whatever is linked in.
+    for p in registry::plugins(None) {
+        let heading = format!(
+            "<a id=\"plugin-{}-{}\"></a>\n\n#### `{}`",
+            p.kind, p.name, p.name
+        );
+        assert!(md.contains(&heading), "{} {}", p.kind, p.name);
+        for (field, _, _) in registry::fields(p).iter().filter(|f| f.0 != "name") {
+            assert!(
+                md.contains(&format!("| `{field}` |")),
+                "{}: {field}",
+                p.name
+            );
+        }
+    }
+    // Every table row has its four cells: pipes inside cells are escaped.
+    for line in md.lines().filter(|l| l.starts_with('|')) {
+        let cells = line.replace("\\|", "").matches('|').count();
+        assert_eq!(cells, 5, "{line}");
+    }
+    // Every link inside the page has its anchor.
+    for link in md.split("](#").skip(1) {
+        let id = &link[..link.find(')').unwrap()];
+        assert!(
+            md.contains(&format!("<a id=\"{id}\">")),
+            "no anchor for #{id}"
+        );
+    }
+}
+
 /// The schema a kind's file is checked with, as the test process (with the test plugins) makes it.
 fn schema_of(kind: &ConfigKind) -> Value {
     serde_json::from_str(&render(kind).unwrap()).unwrap()
 }
 
-/// Top-level keys whose schema is a plugin choice, with the plugin kind and whether it is a list.
-fn plugin_fields(schema: &Value) -> Vec<(String, &'static str, bool)> {
+/// A plugin choice in a config: the keys down to it (`[]`: every item of a list of tables), its
+/// plugin kind, and whether the choice itself is a list of plugins.
+struct PluginField {
+    path: Vec<String>,
+    kind: &'static str,
+    list: bool,
+}
+
+impl PluginField {
+    fn key(&self) -> String {
+        self.path.join(".")
+    }
+}
+
+/// The plugin choices of a config: top-level keys, and keys of the tables they refer to (e.g.
+/// each `[[baselines]]`'s `integrator`).
+fn plugin_fields(schema: &Value) -> Vec<PluginField> {
     let mut out = vec![];
-    for (key, s) in schema["properties"].as_object().unwrap() {
+    collect_plugin_fields(schema, schema, vec![], &mut out);
+    out
+}
+
+fn collect_plugin_fields(
+    root: &Value,
+    object: &Value,
+    path: Vec<String>,
+    out: &mut Vec<PluginField>,
+) {
+    assert!(
+        path.len() < 8,
+        "config tables nest deeper than expected: {path:?}"
+    );
+    for (key, s) in object["properties"].as_object().into_iter().flatten() {
         let text = s.to_string();
+        let list = text.contains("\"items\"");
+        let mut here = path.clone();
+        here.push(key.clone());
+        let mut found = false;
         for k in registry::kind::ALL {
             let target = format!("\"#/definitions/{}\"", definition_name(k));
             if text.contains(&target) {
-                out.push((key.clone(), k, text.contains("\"items\"")));
+                out.push(PluginField {
+                    path: here.clone(),
+                    kind: k,
+                    list,
+                });
+                found = true;
             }
         }
+        // Else a nested config table: look inside the definition it refers to.
+        if let (false, Some(r)) = (found, first_ref(s)) {
+            if list {
+                here.push("[]".into());
+            }
+            let name = r.strip_prefix("#/definitions/").unwrap();
+            collect_plugin_fields(root, &root["definitions"][name], here, out);
+        }
     }
-    out
+}
+
+/// The first `$ref` inside a schema.
+fn first_ref(s: &Value) -> Option<&str> {
+    match s {
+        Value::Object(m) => m
+            .get("$ref")
+            .and_then(Value::as_str)
+            .or_else(|| m.values().find_map(first_ref)),
+        Value::Array(items) => items.iter().find_map(first_ref),
+        _ => None,
+    }
+}
+
+/// The value at `path` (the first item where it passes through a list).
+fn get_at<'a>(t: &'a toml::Table, path: &[String]) -> Option<&'a toml::Value> {
+    let (first, rest) = path.split_first()?;
+    let v = t.get(first)?;
+    let v = match rest.first().map(String::as_str) {
+        Some("[]") => v.as_array()?.first()?,
+        _ => v,
+    };
+    let rest = rest.strip_prefix(&["[]".to_string()]).unwrap_or(rest);
+    match rest.is_empty() {
+        true => Some(v),
+        false => get_at(v.as_table()?, rest),
+    }
+}
+
+/// Sets the value at `path`, in every item where it passes through a list (which the defaults
+/// must hold at least one of).
+fn set_at(t: &mut toml::Table, path: &[String], value: toml::Value) {
+    let (first, rest) = path.split_first().unwrap();
+    if rest.is_empty() {
+        t.insert(first.clone(), value);
+        return;
+    }
+    let v = t
+        .get_mut(first)
+        .unwrap_or_else(|| panic!("the defaults have no `{first}`"));
+    match rest.split_first() {
+        Some((each, rest)) if each == "[]" => {
+            let items = v.as_array_mut().unwrap();
+            assert!(!items.is_empty(), "the defaults' `{first}` is empty");
+            for item in items {
+                set_at(item.as_table_mut().unwrap(), rest, value.clone());
+            }
+        }
+        _ => set_at(v.as_table_mut().unwrap(), rest, value),
+    }
 }
 
 fn plugin_value(name: &str, list: bool) -> toml::Value {
@@ -142,19 +327,20 @@ fn plugin_value(name: &str, list: bool) -> toml::Value {
 /// The built-in defaults with every plugin field naming a registered plugin.
 fn known_good(kind: &ConfigKind, schema: &Value) -> toml::Table {
     let mut t: toml::Table = kind.defaults.parse().unwrap();
-    for (key, k, list) in plugin_fields(schema) {
-        let registered = registry::names(k);
-        let named = t
-            .get(&key)
+    for field in plugin_fields(schema) {
+        let registered = registry::names(field.kind);
+        let named = get_at(&t, &field.path)
             .and_then(|v| v.get("name"))
             .and_then(|n| n.as_str());
         if !named.is_some_and(|n| registered.contains(&n)) {
-            t.insert(key, plugin_value(registered[0], list));
+            set_at(&mut t, &field.path, plugin_value(registered[0], field.list));
         }
     }
-    // Keys a file must give itself (no built-in default), e.g. train's `data`: a path.
+    // Keys a file must give itself (no built-in default), e.g. train's `data`, or that the
+    // command fills in, e.g. distill's `data` from the teacher: a path.
     let required = schema["required"].as_array().cloned().unwrap_or_default();
-    for key in required.iter().filter_map(|k| k.as_str()) {
+    let needed = required.iter().filter_map(|k| k.as_str());
+    for key in needed.chain(kind.filled_in.iter().copied()) {
         if !t.contains_key(key) && schema["properties"][key]["type"] == json!("string") {
             t.insert(key.to_string(), toml::Value::String("example.h5".into()));
         }
@@ -183,22 +369,23 @@ fn schemas_accept_every_plugin_and_reject_unknown_names_like_the_configs() {
         assert!(!fields.is_empty(), "{}: no plugin field found", kind.file);
         let good = known_good(&kind, &schema);
         assert!(agree(&kind, &schema, &good), "{}", kind.file);
-        for (key, k, list) in &fields {
-            let names = registry::names(k);
+        for field in &fields {
+            let (key, list) = (field.key(), field.list);
+            let names = registry::names(field.kind);
             // One branch per registered plugin, this binary's own included.
-            let branches = schema["definitions"][definition_name(k)]["oneOf"].clone();
+            let branches = schema["definitions"][definition_name(field.kind)]["oneOf"].clone();
             let titles: Vec<Value> = list_of(&branches).map(|b| b["title"].clone()).collect();
             assert_eq!(titles, names.iter().map(|&n| json!(n)).collect::<Vec<_>>());
             for name in names {
                 let mut t = good.clone();
-                t.insert(key.clone(), plugin_value(name, *list));
+                set_at(&mut t, &field.path, plugin_value(name, list));
                 assert!(agree(&kind, &schema, &t), "{key} = {name}");
             }
             let mut t = good.clone();
-            t.insert(key.clone(), plugin_value("no-such-plugin", *list));
+            set_at(&mut t, &field.path, plugin_value("no-such-plugin", list));
             assert!(!agree(&kind, &schema, &t), "{key} = no-such-plugin");
             let mut t = good.clone();
-            t.insert(key.clone(), toml::Value::Table(toml::Table::new()));
+            set_at(&mut t, &field.path, toml::Value::Table(toml::Table::new()));
             assert!(!agree(&kind, &schema, &t), "{key} without a name");
         }
         let mut t = good.clone();
@@ -417,8 +604,16 @@ fn help_shows_the_defaults_of_the_embedded_configs() {
                 v => v.to_string(),
             };
             let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            // The file's default first; a flag shared with other defaults or overridden by a
+            // checkpoint may say so after it ("[default: cosine, or a student checkpoint's]",
+            // "[default: 6000 for train, 2000 for distill]").
+            let prefix = format!("[default: {shown}");
+            let says = help.match_indices(&prefix).any(|(i, _)| {
+                let next = help[i + prefix.len()..].chars().next();
+                matches!(next, Some(']' | ',' | ' '))
+            });
             assert!(
-                help.contains(&format!("[default: {shown}]")),
+                says,
                 "fewstep {name} --{key}: help `{help}` should say [default: {shown}] as {} does",
                 kind.file
             );

@@ -1,29 +1,63 @@
 //! `fewstep schema`: a JSON Schema per config file kind, for editors and CI.
 
-use crate::schema::{metadata, ConfigKind};
+use crate::schema::{metadata, reference, ConfigKind};
 use anyhow::{bail, Context, Result};
 use clap::CommandFactory;
 use std::path::PathBuf;
 
+/// `(path, text)` of a defaults file under `configs/`, for [`ConfigKind::of`].
+macro_rules! defaults {
+    ($file:literal) => {
+        (
+            concat!("configs/", $file),
+            include_str!(concat!("../../configs/", $file)),
+        )
+    };
+}
+
 /// Every kind of config file that gets a schema. Adding one is one line here:
-/// `ConfigKind::of::<Config>("<kind>.schema.json", include_str!("<defaults>.toml"))`, with
-/// `.command("<subcommand>")` when that subcommand's flags set the same keys; then
-/// `fewstep schema --out schemas/` and commit the new file.
+/// `ConfigKind::of::<Config>("<kind>.schema.json", defaults!("<defaults>.toml"))`, with
+/// `.command("<subcommand>")` when that subcommand's flags set the same keys (and their help
+/// shows the same defaults); then `fewstep schema --out schemas/ --markdown
+/// docs/config-reference.md` and commit the new files. The kind is the command that reads the
+/// file, its words joined by `-` (`reproduce-table3` for `fewstep reproduce table3 --config`).
 pub fn config_kinds() -> Vec<ConfigKind> {
+    use crate::reproduce::{distill::TableConfig, figure1::Figure1Config};
     vec![
         ConfigKind::of::<super::sample::SampleConfig>(
             "sample.schema.json",
-            include_str!("../../configs/sample.toml"),
+            defaults!("sample.toml"),
         )
         .command("sample"),
+        ConfigKind::of::<crate::train::TrainConfig>("train.schema.json", defaults!("train.toml"))
+            .command("train"),
+        // The same config as `train`, on other defaults; the student's network and data come
+        // from the teacher. (Not `.command("distill")`: its shared flags' help names train's
+        // defaults first.)
         ConfigKind::of::<crate::train::TrainConfig>(
-            "train.schema.json",
-            include_str!("../../configs/train.toml"),
+            "distill.schema.json",
+            defaults!("distill.toml"),
         )
-        .command("train"),
+        .filled_in(
+            &["data", "denoiser"],
+            "the teacher checkpoint's (`fewstep distill --teacher`)",
+        ),
         ConfigKind::of::<crate::reproduce::samplers::SamplersConfig>(
             "reproduce-samplers.schema.json",
-            include_str!("../../configs/reproduce/samplers-quick.toml"),
+            defaults!("reproduce/samplers-quick.toml"),
+        ),
+        // A --config file is layered on the chosen preset: the defaults shown are the quick one's.
+        ConfigKind::of::<TableConfig>(
+            "reproduce-table3.schema.json",
+            defaults!("reproduce/table3-quick.toml"),
+        ),
+        ConfigKind::of::<TableConfig>(
+            "reproduce-table4.schema.json",
+            defaults!("reproduce/table4-quick.toml"),
+        ),
+        ConfigKind::of::<Figure1Config>(
+            "reproduce-figure1.schema.json",
+            defaults!("reproduce/figure1-quick.toml"),
         ),
     ]
 }
@@ -33,37 +67,63 @@ pub struct Args {
     /// Folder for the schemas, one `<kind>.schema.json` per config file kind.
     #[arg(long, default_value = "schemas")]
     pub out: PathBuf,
-    /// Write nothing; fail if a schema in --out differs from what the linked-in plugins give.
+    /// Write nothing; fail if a schema in --out (or the --markdown file) differs from what the
+    /// linked-in plugins give.
     #[arg(long)]
     pub check: bool,
+    /// Also write the markdown configuration reference generated from the schemas, e.g.
+    /// docs/config-reference.md (its links assume it sits in docs/, beside schemas/ and configs/).
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let kinds = config_kinds();
+    let mut files = vec![];
+    for kind in &kinds {
+        files.push((a.out.join(kind.file), render(kind)?));
+    }
+    if let Some(path) = &a.markdown {
+        files.push((path.clone(), markdown(&kinds, &files)?));
+    }
     let mut stale = vec![];
-    for kind in config_kinds() {
-        let text = render(&kind)?;
-        let path = a.out.join(kind.file);
+    for (path, text) in &files {
         if a.check {
-            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
                 stale.push(path.display().to_string());
             }
         } else {
-            std::fs::create_dir_all(&a.out)
-                .with_context(|| format!("cannot create {}", a.out.display()))?;
-            std::fs::write(&path, text)
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            std::fs::write(path, text)
                 .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!("wrote {}", path.display());
         }
     }
     if !stale.is_empty() {
+        let markdown = match &a.markdown {
+            Some(p) => format!(" --markdown {}", p.display()),
+            None => String::new(),
+        };
         bail!(
             "out of date with the registered plugins: {}; regenerate with `cargo run -- schema \
-             --out {}`",
+             --out {}{markdown}`",
             stale.join(", "),
             a.out.display()
         );
     }
     Ok(())
+}
+
+/// The configuration reference from the rendered schemas (`(path, text)`, one per kind first).
+fn markdown(kinds: &[ConfigKind], rendered: &[(PathBuf, String)]) -> Result<String> {
+    let mut schemas = vec![];
+    for (kind, (_, text)) in kinds.iter().zip(rendered) {
+        schemas.push((kind, serde_json::from_str(text)?));
+    }
+    Ok(reference::markdown(&schemas))
 }
 
 /// The schema file's text: the config's schema with its defaults, and each field without a

@@ -76,7 +76,9 @@ fn scaled_keys() -> Vec<String> {
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct Method {
+    /// Column heading (and run folder name).
     pub label: String,
+    /// The student's `[objective]` table (over configs/distill.toml's).
     #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
     pub objective: Overrides,
     /// Student settings of this method only (over the table's `student`).
@@ -89,8 +91,11 @@ pub struct Method {
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
+    /// Row label.
     pub label: String,
+    /// The sampler the teacher is run with.
     pub integrator: Box<dyn Integrator>,
+    /// Its sampling steps.
     pub steps: usize,
 }
 

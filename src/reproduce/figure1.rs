@@ -27,8 +27,9 @@ pub struct Figure1Config {
     pub trajectories: usize,
     /// Points drawn inside each student segment.
     pub points_per_segment: usize,
-    /// The right-hand panel's denoiser (the exact one of the mixture) and its DDIM steps.
+    /// The right-hand panel's denoiser (the exact one of the mixture).
     pub exact_denoiser: Box<dyn DenoiserSpec>,
+    /// DDIM steps of the right-hand panel.
     pub exact_steps: usize,
 }
 

@@ -23,14 +23,21 @@ const QUICK: &str = include_str!("../../configs/reproduce/samplers-quick.toml");
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct SamplersConfig {
+    /// Built-in mixture sets (`fewstep data make`), one table each.
     pub datasets: Vec<String>,
+    /// Exact samples of each mixture that every sampler is scored against.
     pub reference_n: usize,
+    /// Samples per (integrator, steps) cell.
     pub n: usize,
+    /// Seeds the reference rows and the initial noise (every cell samples the same z_1).
     pub seed: u64,
+    /// Sampling steps, the tables' columns.
     pub steps: Vec<usize>,
     /// Integrators to compare; empty: every registered integrator with its defaults.
     pub integrators: Vec<Box<dyn Integrator>>,
+    /// The sampling schedule.
     pub schedule: Box<dyn Schedule>,
+    /// The denoiser every integrator samples with (`gmm`: the mixture's exact E[x|z_t]).
     pub denoiser: Box<dyn DenoiserSpec>,
 }
 

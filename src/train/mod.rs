@@ -26,7 +26,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// A fully resolved training config (`configs/train.toml` holds the defaults).
+/// A fully resolved training config, read by `fewstep train` and `fewstep distill` (defaults:
+/// `configs/train.toml`, `configs/distill.toml`).
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {

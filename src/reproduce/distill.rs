@@ -411,7 +411,7 @@ fn draw(
 }
 
 /// The samples already at `sc.out` when they were drawn with the same config from the same
-/// checkpoint step (a rerun then costs nothing).
+/// checkpoint step, after that checkpoint was written (a rerun then costs nothing).
 fn earlier_samples(sc: &sample::SampleConfig) -> Result<Option<DataArray>> {
     let (Ok(file), Some(ck)) = (hdf5::File::open(&sc.out), &sc.checkpoint) else {
         return Ok(None);
@@ -421,9 +421,12 @@ fn earlier_samples(sc: &sample::SampleConfig) -> Result<Option<DataArray>> {
             .ok()
             .and_then(|d| crate::data::h5::read_str_attr(&d, name))
     };
-    let step = checkpoint::load(&checkpoint::resolve(ck)?, &[])?.meta.step;
+    let ck = checkpoint::resolve(ck)?;
+    let step = checkpoint::load(&ck, &[])?.meta.step;
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let same = attr("config") == Some(crate::config::to_toml(sc)?)
-        && attr("checkpoint_step") == Some(step.to_string());
+        && attr("checkpoint_step") == Some(step.to_string())
+        && modified(&ck) <= modified(&sc.out);
     Ok(match same {
         true => Some(read_data(&sc.out)?),
         false => None,

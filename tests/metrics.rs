@@ -312,3 +312,18 @@ fn eval_cli_prints_the_metrics_as_json_and_a_table() {
         "{err}"
     );
 }
+
+#[test]
+fn fd_with_fewer_rows_than_dimensions_equals_the_full_form() {
+    // 40-D sets of 30 and 25 rows (rank-deficient covariances) take the sample-space path.
+    let d = 40;
+    let mean: Vec<f64> = (0..d).map(|i| 0.1 * i as f64).collect();
+    let a = correlate(&gaussian(30, &mean, &vec![1.0; d], 1), 2);
+    let b = gaussian(25, &vec![0.0; d], &vec![0.5; d], 3);
+    let low = fd(&a, &b).unwrap();
+    let ((mu1, c1), (mu2, c2)) = (metrics::gaussian_fit(&a), metrics::gaussian_fit(&b));
+    let full = frechet(&mu1, &c1, &mu2, &c2);
+    assert!((low - full).abs() < 1e-8 * full.max(1.0), "{low} vs {full}");
+    assert_eq!(low, metrics::frechet_low_rank(&a, &b));
+    assert!(fd(&a, &a).unwrap() < 1e-8);
+}

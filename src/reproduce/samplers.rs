@@ -116,11 +116,10 @@ pub fn run(cfg: &SamplersConfig, out: &Path) -> Result<String> {
 /// The integrators to compare: the configured list, or every registered integrator.
 fn integrator_list(cfg: &SamplersConfig) -> Result<Vec<Box<dyn Integrator>>> {
     if !cfg.integrators.is_empty() {
-        // Round-trip through TOML: plugins are not Clone behind `dyn`.
         return cfg
             .integrators
             .iter()
-            .map(|i| crate::config::plugin_from_toml(&toml::to_string(i)?))
+            .map(crate::config::clone_plugin)
             .collect();
     }
     registry::names(registry::kind::INTEGRATOR)

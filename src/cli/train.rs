@@ -23,7 +23,8 @@ pub struct Args {
 /// Flags shared by `fewstep train` and `fewstep distill`.
 #[derive(clap::Args, Debug, Default)]
 pub struct RunArgs {
-    /// Run folder for checkpoints, log.jsonl and config.toml [default: run].
+    /// Run folder for checkpoints, log.jsonl and config.toml [default: run for train,
+    /// run-student for distill].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Total optimisation steps [default: 6000 for train, 2000 for distill].

@@ -290,11 +290,7 @@ impl Multistep {
             s: &times.s,
             x_var: x_var.as_ref(),
         })?;
-        let x_ref = ctx
-            .target
-            .denoise(&z_s, &Level::per_row(dev, sch, &times.s))?;
-        let z_ref = ddim_step_rows(dev, sch, x_ref, z_s, &times.s, &times.t_step);
-        let x_target = inv_ddim_rows(dev, sch, z_ref, z_t.clone(), &times.t, &times.t_step);
+        let x_target = consistency_target(ctx, z_s, &z_t, &times)?;
         Ok(Prepared {
             times,
             z_t,
@@ -302,6 +298,29 @@ impl Multistep {
             x_target,
         })
     }
+}
+
+/// Algorithm 1's target from the teacher's z_s: the no-gradient f(z_s, s), DDIM from s to
+/// t_step, then invDDIM back to the x that takes z_t there in one DDIM step.
+pub fn consistency_target(
+    ctx: &ObjectiveCtx,
+    z_s: Batch,
+    z_t: &Batch,
+    times: &Times,
+) -> Result<Batch> {
+    let (dev, sch) = (ctx.dev, ctx.schedule);
+    let x_ref = ctx
+        .target
+        .denoise(&z_s, &Level::per_row(dev, sch, &times.s))?;
+    let z_ref = ddim_step_rows(dev, sch, x_ref, z_s, &times.s, &times.t_step);
+    Ok(inv_ddim_rows(
+        dev,
+        sch,
+        z_ref,
+        z_t.clone(),
+        &times.t,
+        &times.t_step,
+    ))
 }
 
 /// x_var per row: eta ||x_teacher - x||^2 / d, or `None` to let the integrator estimate it.

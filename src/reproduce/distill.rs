@@ -6,7 +6,7 @@
 //! Every run folder is kept under `--out`: a finished teacher or student is reused, an
 //! unfinished one is resumed, so an interrupted reproduction continues where it stopped.
 
-use super::{builtin_set, fmt3, markdown_table, write_text};
+use super::{builtin_set, fmt3, markdown_table, preset_text, write_text};
 use crate::cli::{distill, sample, train as train_cli};
 use crate::config::{clone_plugin, ConfigBuilder};
 use crate::data::{read_data, DataArray, Mixture};
@@ -122,12 +122,7 @@ pub fn load(
     config: Option<&Path>,
     scale: f64,
 ) -> Result<TableConfig> {
-    let Some((_, base)) = presets.iter().find(|(n, _)| *n == preset) else {
-        bail!(
-            "unknown preset `{preset}` for `reproduce {what}`; valid presets: {}",
-            presets.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-        );
-    };
+    let base = preset_text(what, presets, preset)?;
     let mut cfg: TableConfig = ConfigBuilder::from_defaults(base)?.file(config)?.build()?;
     scale_config(&mut cfg, scale)?;
     Ok(cfg)

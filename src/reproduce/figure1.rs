@@ -39,12 +39,7 @@ pub fn load(
     config: Option<&Path>,
     scale: f64,
 ) -> Result<Figure1Config> {
-    let Some((_, base)) = presets.iter().find(|(n, _)| *n == preset) else {
-        bail!(
-            "unknown preset `{preset}` for `reproduce figure1`; valid presets: {}",
-            presets.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
-        );
-    };
+    let base = super::preset_text("figure1", presets, preset)?;
     let mut cfg: Figure1Config = ConfigBuilder::from_defaults(base)?.file(config)?.build()?;
     distill::scale_config(&mut cfg.table, scale)?;
     Ok(cfg)
@@ -76,12 +71,8 @@ pub fn run(cfg: &Figure1Config, out: &Path) -> Result<String> {
         data: Some(data),
         checkpoint: None,
     })?;
-    let schedule = student_schedule(&distill::student_dir(
-        out,
-        dataset,
-        &method.label,
-        t.student_steps[0],
-    ))?;
+    let first = distill::student_dir(out, dataset, &method.label, t.student_steps[0]);
+    let schedule = schedule_of(&checkpoint::load(&checkpoint::resolve(&first)?, &[])?.meta)?;
     panels.push(PathPanel {
         title: format!("DDIM, {} steps", cfg.exact_steps),
         x_label: "z".into(),
@@ -99,9 +90,9 @@ pub fn run(cfg: &Figure1Config, out: &Path) -> Result<String> {
     Ok(md)
 }
 
-fn student_schedule(run: &Path) -> Result<Box<dyn Schedule>> {
-    let meta = checkpoint::load(&checkpoint::resolve(run)?, &[])?.meta;
-    let table = checkpoint::config_table(&meta, "schedule")?;
+/// The schedule a checkpoint was trained on (a student samples on its grid).
+fn schedule_of(meta: &checkpoint::Meta) -> Result<Box<dyn Schedule>> {
+    let table = checkpoint::config_table(meta, "schedule")?;
     Ok(Box::<dyn Schedule>::deserialize(toml::Value::Table(table))?)
 }
 
@@ -119,7 +110,7 @@ fn student_paths(
     let student = checkpoint::load_sampler(&path, dev)?;
     trajectories(
         dev,
-        student_schedule(run)?.as_ref(),
+        schedule_of(&meta)?.as_ref(),
         student.as_ref(),
         z1,
         steps,

@@ -9,6 +9,22 @@ use crate::data::builtin::{make_set, write_set};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
+/// The TOML of preset `preset` among `presets` for `reproduce what`, or an error listing the
+/// valid ones.
+pub fn preset_text(
+    what: &str,
+    presets: &[(&str, &'static str)],
+    preset: &str,
+) -> Result<&'static str> {
+    match presets.iter().find(|(n, _)| *n == preset) {
+        Some((_, text)) => Ok(text),
+        None => bail!(
+            "unknown preset `{preset}` for `reproduce {what}`; valid presets: {}",
+            presets.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 /// Makes built-in set `name` with `n` rows from `seed` at `path`, or reuses the file there when
 /// it has `n` rows (a different size is refused rather than overwritten).
 pub fn builtin_set(path: &Path, name: &str, n: usize, seed: u64) -> Result<()> {

@@ -52,10 +52,7 @@ pub struct Row {
 
 /// Resolves a preset name or config file.
 pub fn load(preset: &str, config: Option<&Path>) -> Result<SamplersConfig> {
-    let base = match preset {
-        "quick" => QUICK,
-        other => bail!("unknown preset `{other}` for `reproduce samplers`; valid presets: quick"),
-    };
+    let base = super::preset_text("samplers", &[("quick", QUICK)], preset)?;
     ConfigBuilder::from_defaults(base)?.file(config)?.build()
 }
 

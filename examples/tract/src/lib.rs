@@ -33,11 +33,11 @@
 use anyhow::Result;
 use dfdx::shapes::HasShape;
 use fewstep::denoiser::Level;
-use fewstep::integrator::{ddim_step_rows, inv_ddim_rows, Integrator, TeacherStep};
+use fewstep::integrator::{Integrator, TeacherStep};
 use fewstep::objective::{DistillObjective, Loss, ObjectiveCtx, Round};
 use fewstep::plugins::ddim::Ddim;
 use fewstep::plugins::multistep::{
-    at_least_one, mean_square, normal, snr_weights, Grid, Prepared, Slot,
+    at_least_one, consistency_target, mean_square, normal, snr_weights, Grid, Prepared, Slot,
 };
 use fewstep::register_plugin;
 use fewstep::tensor::Batch;
@@ -167,11 +167,7 @@ impl Tract {
             0 => self.teacher_integrator.teacher_step(step)?,
             _ => Ddim {}.teacher_step(step)?,
         };
-        let x_self = ctx
-            .target
-            .denoise(&z_s, &Level::per_row(dev, sch, &times.s))?;
-        let z_ref = ddim_step_rows(dev, sch, x_self, z_s, &times.s, &times.t_step);
-        let x_target = inv_ddim_rows(dev, sch, z_ref, z_t.clone(), &times.t, &times.t_step);
+        let x_target = consistency_target(ctx, z_s, &z_t, &times)?;
         Ok(Prepared {
             times,
             z_t,

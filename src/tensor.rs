@@ -1,6 +1,7 @@
 //! The tensor types every plugin shares: a batch of flattened samples `[batch, dim]` on dfdx's
 //! `AutoDevice` (CPU by default, CUDA with the `cuda` feature), and per-row coefficients.
 
+use crate::data::BatchValues;
 use dfdx::prelude::*;
 
 /// The device every tensor lives on: `Cpu` by default, `Cuda` with the `cuda` feature.
@@ -79,6 +80,25 @@ pub fn batch_from_vec(dev: &Dev, data: Vec<f32>, batch: usize, dim: usize) -> Ba
         data.len()
     );
     dev.tensor_from_vec(data, (batch, dim))
+}
+
+/// A loader batch on the device as float32. uint8 rows go over as bytes and are scaled to
+/// [-1, 1] there (a quarter of the bytes to move; the same values as
+/// [`crate::data::source::u8_to_f32`], division then subtraction in float32).
+pub fn batch_to_device(dev: &Dev, values: BatchValues, batch: usize, dim: usize) -> Batch {
+    match values {
+        BatchValues::F32(v) => batch_from_vec(dev, v, batch, dim),
+        BatchValues::U8(v) => {
+            assert_eq!(
+                v.len(),
+                batch * dim,
+                "batch_to_device: {} bytes for {batch}x{dim}",
+                v.len()
+            );
+            let bytes: Tensor<(usize, usize), u8, Dev> = dev.tensor_from_vec(v, (batch, dim));
+            bytes.to_dtype::<f32>() / 127.5 - 1.0
+        }
+    }
 }
 
 /// Standard normal noise `[batch, dim]` from the device's seeded generator.

@@ -182,3 +182,37 @@ fn ddim_512_steps_of_the_exact_denoiser_reach_fd_below_001_on_ring8() {
     assert!(fd < 0.01, "FD {fd} >= 0.01");
     assert!(v["mode_kl"].as_f64().unwrap() < 0.01, "{v}");
 }
+
+#[test]
+fn bench_loader_reports_epochs_and_the_raw_read_for_each_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shapes16.h5");
+    ok(&["data", "make", "shapes16", "--n", "600", "--out", p(&path)]);
+    let common = [
+        "bench",
+        "loader",
+        p(&path),
+        "--batch",
+        "64",
+        "--epochs",
+        "2",
+    ];
+    for (extra, mode) in [
+        (&["--stream"][..], "mapped"),
+        (
+            &["--stream", "--pread", "--workers", "1"][..],
+            "read in windows",
+        ),
+        (&[][..], "held in memory"),
+    ] {
+        let out = ok(&[&common[..], extra].concat());
+        assert!(out.contains("epoch 0: loader ") && out.contains("epoch 1: loader "));
+        assert!(out.contains("% of it"), "{out}");
+        let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(json["mode"], mode, "{out}");
+        assert_eq!(json["loader_mib_per_s"].as_array().unwrap().len(), 2);
+        assert!(json["raw_read_mib_per_s"].as_f64().unwrap() > 0.0);
+    }
+    let e = err(&["bench", "loader", p(&dir.path().join("nope.h5"))]);
+    assert!(e.contains("nope.h5: no such file"), "{e}");
+}

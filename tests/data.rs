@@ -2,7 +2,7 @@
 
 use fewstep::data::import::{import_arrays, import_png, Format, ImportOptions, Layout};
 use fewstep::data::inspect::{inspect, write_grid};
-use fewstep::data::{shapes, HostBatch, Loader, LoaderConfig};
+use fewstep::data::{shapes, BatchValues, HostBatch, Loader, LoaderConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -90,7 +90,7 @@ fn take_ids(l: &mut Loader, k: usize) -> Vec<usize> {
         let b = l.next_batch().unwrap();
         assert_eq!(b.values.len(), b.rows * 2);
         let labels = b.labels.as_ref().expect("labels stream with the rows");
-        for (r, lab) in b.values.chunks_exact(2).zip(labels) {
+        for (r, lab) in b.values.to_f32().chunks_exact(2).zip(labels) {
             assert_eq!(r[1], -r[0], "row is intact");
             assert_eq!(*lab, 10 * r[0] as i64 + 3, "label belongs to its row");
             ids.push(r[0] as usize);
@@ -118,12 +118,22 @@ fn epochs_cover_every_row_once_streaming_and_in_memory() {
             .is_direct()
     };
     assert_eq!(files.each_ref().map(|p| direct(p)), [true, true, false]);
-    for (path, cfg) in files
-        .iter()
-        .flat_map(|p| [(p, streaming(64, 5)), (p, LoaderConfig::new(64, 5))])
-    {
+    let pread = |cfg: LoaderConfig| LoaderConfig {
+        map_file: false,
+        ..cfg
+    };
+    for (path, cfg) in files.iter().flat_map(|p| {
+        [
+            (p, streaming(64, 5)),
+            (p, pread(streaming(64, 5))),
+            (p, LoaderConfig::new(64, 5)),
+        ]
+    }) {
         let mut l = Loader::open(path, cfg.clone()).unwrap();
         assert_eq!(l.in_memory(), cfg.in_memory_max_bytes > 0);
+        // Unfiltered files stream from the mapped file unless told to read windows.
+        let mapped = direct(path) && !l.in_memory() && cfg.map_file;
+        assert_eq!(l.is_mapped(), mapped, "{path:?} {cfg:?}");
         assert!(l.has_labels());
         assert_eq!((l.len(), l.row_dim(), l.row_shape()), (n, 2, vec![2]));
         let ids = take_ids(&mut l, 3 * n / 64 + 1);
@@ -150,6 +160,12 @@ fn same_seed_same_batches_other_seed_differs() {
             ..cfg.clone()
         };
         let b = take_ids(&mut Loader::open(&path, one).unwrap(), 40);
+        // ... whether rows come from the mapped file or from windows read with pread.
+        let pread = LoaderConfig {
+            map_file: false,
+            ..cfg.clone()
+        };
+        assert_eq!(a, take_ids(&mut Loader::open(&path, pread).unwrap(), 40));
         let three = LoaderConfig {
             workers: 3,
             ..cfg.clone()
@@ -198,12 +214,20 @@ fn uint8_rows_scale_to_minus_one_one() {
     let mut l = Loader::open(&path, streaming(256, 0)).unwrap();
     let b = l.next_batch().unwrap();
     assert!(b.labels.is_none());
-    let mut got: Vec<f32> = b.values.clone();
+    assert!(
+        matches!(b.values, BatchValues::U8(_)),
+        "uint8 travels as bytes"
+    );
+    let mut got: Vec<f32> = b.values.to_f32();
     got.sort_by(f32::total_cmp);
     for (v, g) in got.iter().enumerate() {
         assert_eq!(*g, v as f32 / 127.5 - 1.0);
     }
     assert_eq!((got[0], got[255]), (-1.0, 1.0));
+    // Scaled on the device: bit for bit the host's decoding, row order kept.
+    let dev = fewstep::tensor::seeded_device(0);
+    let on_device = fewstep::tensor::batch_to_device(&dev, b.values.clone(), 256, 1);
+    assert_eq!(on_device.as_vec(), b.values.to_f32());
 }
 
 fn all_batches(l: &mut Loader, k: usize) -> Vec<anyhow::Result<HostBatch>> {
@@ -233,7 +257,7 @@ fn batch_with_nan_or_inf_is_refused_naming_the_row() {
                 assert!(e.contains("refused") && e.contains("inspect"), "{e}");
             }
             for b in results.iter().flatten() {
-                assert!(b.values.iter().all(|v| v.is_finite()));
+                assert!(b.values.to_f32().iter().all(|v| v.is_finite()));
             }
         }
     }
@@ -510,7 +534,7 @@ fn npz_import_concatenates_with_labels_and_compresses() {
     // The imported file feeds the loader, labels aligned with images.
     let mut l = Loader::open(&out, LoaderConfig::new(9, 0)).unwrap();
     let b = l.next_batch().unwrap();
-    for (row, label) in b.values.chunks_exact(60).zip(b.labels.unwrap()) {
+    for (row, label) in b.values.to_f32().chunks_exact(60).zip(b.labels.unwrap()) {
         let i = (label - 100) as usize;
         assert_eq!(row[0], px(i, 0, 0, 0) as f32 / 127.5 - 1.0);
     }
@@ -704,7 +728,8 @@ fn h5py_files_load_unchanged() {
         assert_eq!(l.row_shape(), vec![3, 4, 5]);
         let b = l.next_batch().unwrap();
         let mut seen = [false; 24];
-        for (row, &label) in b.values.chunks_exact(60).zip(b.labels.as_ref().unwrap()) {
+        let values = b.values.to_f32();
+        for (row, &label) in values.chunks_exact(60).zip(b.labels.as_ref().unwrap()) {
             // The image index from its first pixel: 37 i mod 256 is one-to-one for i < 24.
             let i = (0..24)
                 .find(|&i| row[0] == px(i, 0, 0, 0) as f32 / 127.5 - 1.0)
@@ -728,7 +753,8 @@ fn h5py_files_load_unchanged() {
 
     let mut l = Loader::open(&fixture("h5py_features.h5"), LoaderConfig::new(30, 0)).unwrap();
     let b = l.next_batch().unwrap();
-    let mut rows: Vec<&[f32]> = b.values.chunks_exact(3).collect();
+    let values = b.values.to_f32();
+    let mut rows: Vec<&[f32]> = values.chunks_exact(3).collect();
     rows.sort_by(|a, b| a[0].total_cmp(&b[0]));
     for (i, row) in rows.iter().enumerate() {
         let want: Vec<f32> = (0..3)

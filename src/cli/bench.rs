@@ -2,6 +2,7 @@
 
 use crate::cli::train::DEFAULTS;
 use crate::config::ConfigBuilder;
+use crate::data::{source, Loader, LoaderConfig};
 use crate::denoiser::NetCtx;
 use crate::tensor::{normal, seeded_device};
 use crate::train::{train_step, TrainConfig};
@@ -13,6 +14,33 @@ use std::time::Instant;
 pub enum BenchCmd {
     /// Training steps per second of a network on random data (after warm-up steps).
     Train(TrainArgs),
+    /// Loader throughput on a dataset file, beside a plain sequential read of the same file.
+    ///
+    /// Times `--epochs` epochs of shuffled batches (reported one by one: the first reads the
+    /// file from disk when it is not in the page cache), then a sequential `read` of the whole
+    /// file for reference. Example: `fewstep bench loader data/shapes32.h5 --batch 256`.
+    Loader(LoaderArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoaderArgs {
+    /// Dataset file (HDF5 with `/data`).
+    pub file: PathBuf,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Epochs to time.
+    #[arg(long, default_value_t = 3)]
+    pub epochs: u64,
+    /// Batch threads (default: cores, at most 4).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Read windows with pread instead of mapping the file.
+    #[arg(long)]
+    pub pread: bool,
+    /// Stream even a small file instead of holding it in memory.
+    #[arg(long)]
+    pub stream: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -43,6 +71,84 @@ pub struct TrainArgs {
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Train(a) => train(a),
+        BenchCmd::Loader(a) => loader(a),
+    }
+}
+
+fn loader(a: LoaderArgs) -> Result<()> {
+    let defaults = LoaderConfig::new(a.batch, 0);
+    let cfg = LoaderConfig {
+        workers: a.workers.unwrap_or(defaults.workers),
+        map_file: !a.pread,
+        in_memory_max_bytes: if a.stream {
+            0
+        } else {
+            defaults.in_memory_max_bytes
+        },
+        ..defaults
+    };
+    let mut l = Loader::open(&a.file, cfg.clone())?;
+    let how = match (l.in_memory(), l.is_mapped()) {
+        (true, _) => "held in memory",
+        (false, true) => "mapped",
+        (false, false) => "read in windows",
+    };
+    let row_bytes = l.row_dim() as u64 * source::open(&a.file)?.info.elem.size() as u64;
+    eprintln!(
+        "{}: {} rows of {:?} ({how}), batch {}, {} batch threads",
+        a.file.display(),
+        l.len(),
+        l.row_shape(),
+        a.batch,
+        cfg.workers
+    );
+    let per_epoch = (l.len() / a.batch).max(1);
+    let epoch_bytes = (per_epoch * a.batch) as u64 * row_bytes;
+    let mut rates = Vec::new();
+    for epoch in 0..a.epochs {
+        let t0 = Instant::now();
+        for _ in 0..per_epoch {
+            let b = l.next_batch()?;
+            l.recycle(b);
+        }
+        let rate = epoch_bytes as f64 / t0.elapsed().as_secs_f64() / MIB;
+        println!("epoch {epoch}: loader {rate:.0} MiB/s");
+        rates.push(rate);
+    }
+    let t0 = Instant::now();
+    let read = raw_read(&a.file)?;
+    let raw = read as f64 / t0.elapsed().as_secs_f64() / MIB;
+    let best = rates.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "sequential read {raw:.0} MiB/s; best loader epoch {best:.0} MiB/s = {:.0}% of it",
+        100.0 * best / raw
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "name": "loader",
+            "file": a.file,
+            "mode": how,
+            "loader_mib_per_s": rates,
+            "raw_read_mib_per_s": raw,
+        })
+    );
+    Ok(())
+}
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// Reads the whole file sequentially; returns the bytes read.
+fn raw_read(path: &std::path::Path) -> Result<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        match f.read(&mut buf)? {
+            0 => return Ok(total),
+            k => total += k as u64,
+        }
     }
 }
 

@@ -63,7 +63,7 @@ pub fn run(a: Args) -> Result<()> {
     let denoiser = checkpoint::load_sampler(&path, &dev)?;
     let rows = Loader::open(&a.data, LoaderConfig::new(1, a.seed))?.len();
     let mut loader = Loader::open(&a.data, LoaderConfig::new(a.n.min(rows), a.seed))?;
-    let x = loader.next_batch()?.values;
+    let x = loader.next_batch()?.values.into_f32();
     let mut grid = uniform_grid(a.points);
     grid.reverse();
     let table: Calibration = calibrate::measure(

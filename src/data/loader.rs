@@ -7,15 +7,20 @@
 //! epoch.
 //!
 //! Background threads do all the work: a reader fills windows and cuts the row order into
-//! batches, and [`LoaderConfig::workers`] converters turn them into float32 batches (uint8 data
-//! comes out four times larger, so conversion is the expensive part). Batches are handed out in
-//! the reader's order, so the result depends only on the seed, never on the thread count.
+//! batches, and [`LoaderConfig::workers`] assemblers copy the rows into batches (checking float
+//! data for NaN/Inf). Batches are handed out in the reader's order, so the result depends only
+//! on the seed, never on the thread count.
+//!
+//! uint8 rows travel as bytes ([`BatchValues::U8`]) and are scaled to [-1, 1] where the batch
+//! is used (`tensor::batch_to_device`: on the GPU for CUDA training). Scaling here would write
+//! four bytes of float32 per byte read, which made the loader several times slower than the
+//! read on a small machine and would move four times the bytes to the device.
 //!
 //! Epochs follow each other with no gap: batches always hold `batch` rows, and a batch may span
 //! the end of one epoch and the start of the next. Rows `k*N .. (k+1)*N` of the stream (epoch
 //! `k`) hold every row of the file exactly once.
 
-use super::source::{self, push_row, DataInfo, RowReader};
+use super::source::{self, push_row, DataInfo, Elem, MappedRows, RowReader};
 use anyhow::{anyhow, bail, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -44,8 +49,12 @@ pub struct LoaderConfig {
     pub shuffle_bytes: usize,
     /// Batches prepared ahead.
     pub prefetch: usize,
-    /// Threads converting rows to float32 batches (the batch order does not depend on it).
+    /// Threads assembling batches from the read rows (the batch order does not depend on it).
     pub workers: usize,
+    /// Streams rows straight from the mapped file where its layout allows (unfiltered,
+    /// little-endian): one copy per row instead of a read into a window and a copy out of it.
+    /// `false` reads windows with `pread`, for files that may change while training.
+    pub map_file: bool,
 }
 
 impl LoaderConfig {
@@ -70,14 +79,64 @@ impl Default for LoaderConfig {
             shuffle_bytes: 64 << 20,
             prefetch: 4,
             workers: cores.clamp(1, 4),
+            map_file: true,
         }
+    }
+}
+
+/// A batch's values in the form they travel to the device.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BatchValues {
+    /// Float data (float64 narrowed to float32), all finite.
+    F32(Vec<f32>),
+    /// uint8 data as stored; each byte `x` stands for `x / 127.5 - 1` ([`source::u8_to_f32`]).
+    U8(Vec<u8>),
+}
+
+impl BatchValues {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            BatchValues::F32(v) => v.len(),
+            BatchValues::U8(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values as float32 (uint8 scaled to [-1, 1]), decoded on the host.
+    pub fn to_f32(&self) -> Vec<f32> {
+        self.clone().into_f32()
+    }
+
+    /// Like [`Self::to_f32`], reusing a float buffer.
+    pub fn into_f32(self) -> Vec<f32> {
+        match self {
+            BatchValues::F32(v) => v,
+            BatchValues::U8(v) => {
+                let mut out = Vec::with_capacity(v.len());
+                source::push_u8(&v, &mut out);
+                out
+            }
+        }
+    }
+
+    /// An empty buffer of the same kind, for the next batch.
+    fn cleared(mut self) -> Self {
+        match &mut self {
+            BatchValues::F32(v) => v.clear(),
+            BatchValues::U8(v) => v.clear(),
+        }
+        self
     }
 }
 
 /// One batch on the host: `rows` rows of `row_shape`, flattened row-major.
 #[derive(Clone, Debug)]
 pub struct HostBatch {
-    pub values: Vec<f32>,
+    pub values: BatchValues,
     pub rows: usize,
     pub row_shape: Vec<usize>,
     pub labels: Option<Vec<i64>>,
@@ -89,10 +148,11 @@ pub struct Loader {
     cfg: LoaderConfig,
     has_labels: bool,
     in_memory: bool,
-    /// One output per converter; batch `i` comes from `outputs[i % workers]`.
+    is_mapped: bool,
+    /// One output per assembler; batch `i` comes from `outputs[i % workers]`.
     outputs: Vec<Receiver<Result<HostBatch>>>,
     next: usize,
-    spare: Arc<Mutex<Vec<Vec<f32>>>>,
+    spare: Arc<Mutex<Vec<BatchValues>>>,
     threads: Vec<JoinHandle<()>>,
     rows_seen: u64,
     stopped: bool,
@@ -145,7 +205,7 @@ impl Loader {
         for k in 0..workers {
             let (job_tx, job_rx) = sync_channel::<Job>(1);
             let (out_tx, out_rx) = sync_channel(depth);
-            let convert = Converter {
+            let assemble = Assembler {
                 info: info.clone(),
                 batch: cfg.batch,
                 labels: labels.clone(),
@@ -153,10 +213,10 @@ impl Loader {
             };
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("fewstep-convert-{k}"))
+                    .name(format!("fewstep-batch-{k}"))
                     .spawn(move || {
                         for job in job_rx {
-                            if out_tx.send(convert.run(job)).is_err() {
+                            if out_tx.send(assemble.run(job)).is_err() {
                                 return;
                             }
                         }
@@ -165,10 +225,16 @@ impl Loader {
             jobs.push(job_tx);
             outputs.push(out_rx);
         }
+        let mapped = match cfg.map_file && !in_memory {
+            true => reader.map()?.map(Arc::new),
+            false => None,
+        };
+        let is_mapped = mapped.is_some();
         let read = Reader {
             reader,
             cfg: cfg.clone(),
             in_memory,
+            mapped,
             jobs,
             sent: 0,
             pool: Arc::new(Mutex::new(Vec::new())),
@@ -183,6 +249,7 @@ impl Loader {
             cfg,
             has_labels: labels.is_some(),
             in_memory,
+            is_mapped,
             outputs,
             next: 0,
             spare,
@@ -223,6 +290,11 @@ impl Loader {
     /// Whether the whole of `/data` is held in memory.
     pub fn in_memory(&self) -> bool {
         self.in_memory
+    }
+
+    /// Whether rows stream straight from the mapped file ([`LoaderConfig::map_file`]).
+    pub fn is_mapped(&self) -> bool {
+        self.is_mapped
     }
 
     /// Rows handed out so far (refused batches included); `rows_seen() / len()` is the epoch.
@@ -266,14 +338,14 @@ impl Loader {
     pub fn recycle(&self, batch: HostBatch) {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         if spare.len() < self.cfg.prefetch + 2 * self.outputs.len() {
-            spare.push(batch.values);
+            spare.push(batch.values.cleared());
         }
     }
 }
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        // Closing the outputs ends the converters, which closes their job queues, which ends
+        // Closing the outputs ends the assemblers, which closes their job queues, which ends
         // the reader.
         self.outputs.clear();
         for t in self.threads.drain(..) {
@@ -300,9 +372,28 @@ impl Drop for Rows {
     }
 }
 
-/// Rows in the order they are handed out: (row within `rows`, row in the file).
+/// Where a window's rows are.
+enum Store {
+    /// Read into memory; rows are indexed by position in the buffer.
+    Read(Arc<Rows>),
+    /// The mapped file; rows are indexed by row number.
+    Mapped(Arc<MappedRows>),
+}
+
+impl Store {
+    #[inline]
+    fn row(&self, local: u32, rb: usize) -> &[u8] {
+        let local = local as usize;
+        match self {
+            Store::Read(rows) => &rows.bytes[local * rb..(local + 1) * rb],
+            Store::Mapped(map) => map.row(local),
+        }
+    }
+}
+
+/// Rows in the order they are handed out: (row's index in `rows`, row in the file).
 struct Window {
-    rows: Arc<Rows>,
+    rows: Store,
     order: Vec<(u32, u32)>,
 }
 
@@ -312,11 +403,12 @@ enum Job {
     Fail(anyhow::Error),
 }
 
-/// The reader thread: fills windows, shuffles, and deals batches to the converters in turn.
+/// The reader thread: fills windows, shuffles, and deals batches to the assemblers in turn.
 struct Reader {
     reader: RowReader,
     cfg: LoaderConfig,
     in_memory: bool,
+    mapped: Option<Arc<MappedRows>>,
     jobs: Vec<SyncSender<Job>>,
     sent: usize,
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
@@ -330,7 +422,7 @@ impl Reader {
         }
     }
 
-    /// Deals batches until a converter hangs up (the loader was dropped).
+    /// Deals batches until an assembler hangs up (the loader was dropped).
     fn stream(&mut self) -> Result<()> {
         let n = self.reader.info().rows();
         let rb = self.reader.row_bytes();
@@ -351,7 +443,7 @@ impl Reader {
             if let Some(rows) = &memory {
                 let mut order: Vec<(u32, u32)> = (0..n as u32).map(|r| (r, r)).collect();
                 order.shuffle(&mut rng);
-                let rows = rows.clone();
+                let rows = Store::Read(rows.clone());
                 if !self.deal(Arc::new(Window { rows, order }), &mut pending, &mut need) {
                     return Ok(());
                 }
@@ -359,7 +451,20 @@ impl Reader {
             }
             let mut order: Vec<usize> = (0..blocks).collect();
             order.shuffle(&mut rng);
-            for group in order.chunks(per_window) {
+            let groups: Vec<&[usize]> = order.chunks(per_window).collect();
+            for (i, group) in groups.iter().enumerate() {
+                // A mapped window's pages are read on first touch: ask for the next window's
+                // ahead, so a file not yet in the page cache is read while this one is used.
+                if let Some(m) = &self.mapped {
+                    let ahead = if i == 0 {
+                        &groups[..2.min(groups.len())]
+                    } else {
+                        &groups[(i + 1).min(groups.len())..(i + 2).min(groups.len())]
+                    };
+                    for s in ahead.iter().flat_map(|g| spans(g, block, n)) {
+                        m.prefetch(s.start, s.end);
+                    }
+                }
                 let w = self.window(group, block, &mut rng)?;
                 if !self.deal(Arc::new(w), &mut pending, &mut need) {
                     return Ok(());
@@ -369,14 +474,22 @@ impl Reader {
         Ok(())
     }
 
-    /// Reads the given blocks into one window and shuffles its rows.
+    /// Reads the given blocks into one window (or points into the mapped file) and shuffles
+    /// its rows; the row order depends only on `rng`, not on whether the file is mapped.
     fn window(&self, group: &[usize], block: usize, rng: &mut StdRng) -> Result<Window> {
         let n = self.reader.info().rows();
         let rb = self.reader.row_bytes();
-        let spans: Vec<Range<usize>> = group
-            .iter()
-            .map(|&b| b * block..((b + 1) * block).min(n))
-            .collect();
+        let spans: Vec<Range<usize>> = spans(group, block, n).collect();
+        if let Some(m) = &self.mapped {
+            let mut order: Vec<(u32, u32)> = spans
+                .into_iter()
+                .flatten()
+                .map(|r| (r as u32, r as u32))
+                .collect();
+            order.shuffle(rng);
+            let rows = Store::Mapped(m.clone());
+            return Ok(Window { rows, order });
+        }
         let total: usize = spans.iter().map(|s| s.len()).sum();
         let mut bytes = self
             .pool
@@ -399,15 +512,15 @@ impl Reader {
         }
         order.shuffle(rng);
         Ok(Window {
-            rows: Arc::new(Rows {
+            rows: Store::Read(Arc::new(Rows {
                 bytes,
                 pool: Some(self.pool.clone()),
-            }),
+            })),
             order,
         })
     }
 
-    /// Cuts a window's order into batches and sends each full one to the next converter.
+    /// Cuts a window's order into batches and sends each full one to the next assembler.
     /// Returns false once the loader is gone.
     fn deal(
         &mut self,
@@ -444,15 +557,15 @@ impl Reader {
     }
 }
 
-/// A converter thread's work: rows to a float32 batch, checked for NaN/Inf.
-struct Converter {
+/// An assembler thread's work: copies a batch's rows out of their windows, checking floats.
+struct Assembler {
     info: DataInfo,
     batch: usize,
     labels: Option<Arc<Vec<i64>>>,
-    spare: Arc<Mutex<Vec<Vec<f32>>>>,
+    spare: Arc<Mutex<Vec<BatchValues>>>,
 }
 
-impl Converter {
+impl Assembler {
     fn run(&self, job: Job) -> Result<HostBatch> {
         let pieces = match job {
             Job::Batch(p) => p,
@@ -460,25 +573,24 @@ impl Converter {
         };
         let (elem, d) = (self.info.elem, self.info.row_dim());
         let rb = d * elem.size();
-        let mut values = self
-            .spare
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()
-            .unwrap_or_default();
-        values.clear();
-        values.reserve(self.batch * d);
-        let mut labels = self.labels.as_ref().map(|_| Vec::with_capacity(self.batch));
+        let rows = pieces
+            .iter()
+            .flat_map(|(w, range)| w.order[range.clone()].iter().map(move |&o| (w, o)));
+        let mut values = self.buffer();
         let mut bad = None;
-        for (w, range) in &pieces {
-            for &(local, row) in &w.order[range.clone()] {
-                let (local, row) = (local as usize, row as usize);
-                let bytes = &w.rows.bytes[local * rb..(local + 1) * rb];
-                if let Some((j, v)) = push_row(elem, bytes, &mut values) {
-                    bad.get_or_insert((row, j, v));
+        match &mut values {
+            BatchValues::U8(out) => {
+                out.reserve(self.batch * d);
+                for (w, (local, _)) in rows.clone() {
+                    out.extend_from_slice(w.rows.row(local, rb));
                 }
-                if let (Some(l), Some(all)) = (labels.as_mut(), &self.labels) {
-                    l.push(all[row]);
+            }
+            BatchValues::F32(out) => {
+                out.reserve(self.batch * d);
+                for (w, (local, row)) in rows.clone() {
+                    if let Some((j, v)) = push_row(elem, w.rows.row(local, rb), out) {
+                        bad.get_or_insert((row, j, v));
+                    }
                 }
             }
         }
@@ -489,6 +601,10 @@ impl Converter {
                 self.info.path.display()
             );
         }
+        let labels = self.labels.as_ref().map(|all| {
+            rows.map(|(_, (_, row))| all[row as usize])
+                .collect::<Vec<_>>()
+        });
         debug_assert_eq!(values.len(), self.batch * d);
         Ok(HostBatch {
             values,
@@ -497,6 +613,24 @@ impl Converter {
             labels,
         })
     }
+
+    /// An empty buffer for the file's element type, recycled where one is spare.
+    fn buffer(&self) -> BatchValues {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match (self.info.elem, spare) {
+            (Elem::U8, Some(v @ BatchValues::U8(_))) => v,
+            (Elem::U8, _) => BatchValues::U8(Vec::new()),
+            (_, Some(v @ BatchValues::F32(_))) => v,
+            (_, _) => BatchValues::F32(Vec::new()),
+        }
+    }
+}
+
+/// The row ranges of blocks of `block` rows (the last one may be short).
+fn spans(group: &[usize], block: usize, n: usize) -> impl Iterator<Item = Range<usize>> + '_ {
+    group
+        .iter()
+        .map(move |&b| b * block..((b + 1) * block).min(n))
 }
 
 /// A per-epoch seed.

@@ -15,5 +15,5 @@ pub mod source;
 pub mod write;
 
 pub use h5::{read_data, write_data, Attrs, DataArray};
-pub use loader::{HostBatch, Loader, LoaderConfig};
+pub use loader::{BatchValues, HostBatch, Loader, LoaderConfig};
 pub use mixture::Mixture;

@@ -201,6 +201,7 @@ pub struct RowReader {
     direct: Option<(std::fs::File, Direct)>,
 }
 
+#[derive(Clone)]
 enum Direct {
     /// File offset of row 0.
     Contiguous(u64),
@@ -228,6 +229,35 @@ impl RowReader {
     /// Whether reads bypass HDF5 (see the type's docs).
     pub fn is_direct(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// `/data` mapped into memory, where reads can bypass HDF5 (see the type's docs) and every
+    /// row lies inside the file; `None` otherwise.
+    pub fn map(&self) -> Result<Option<MappedRows>> {
+        let Some((file, layout)) = &self.direct else {
+            return Ok(None);
+        };
+        // SAFETY: the mapping is read-only and private to this process. Rust's aliasing rules
+        // assume it does not change underneath; a dataset file rewritten or truncated by
+        // another process during training breaks that (truncation faults with SIGBUS), as it
+        // would corrupt any reader. `LoaderConfig::map_file = false` reads with `pread`
+        // instead.
+        let map = unsafe { memmap2::Mmap::map(file) }
+            .with_context(|| format!("cannot map {}", self.df.info.path.display()))?;
+        let mapped = MappedRows {
+            map,
+            layout: layout.clone(),
+            row_bytes: self.row_bytes(),
+        };
+        let n = self.df.info.rows();
+        let inside = match layout {
+            Direct::Contiguous(_) => mapped.end_of(0, n) <= mapped.map.len() as u64,
+            Direct::Chunked(rows, addrs) => (0..addrs.len()).all(|k| {
+                let start = k * rows;
+                mapped.end_of(start, (start + rows).min(n)) <= mapped.map.len() as u64
+            }),
+        };
+        Ok(inside.then_some(mapped))
     }
 
     /// Bytes of one row.
@@ -290,6 +320,54 @@ impl RowReader {
             }
         }
         Ok(())
+    }
+}
+
+/// Rows of `/data` as slices of the mapped file: no copy into a read buffer, so a batch costs
+/// one copy of its rows (see [`RowReader::map`]).
+pub struct MappedRows {
+    map: memmap2::Mmap,
+    layout: Direct,
+    row_bytes: usize,
+}
+
+impl MappedRows {
+    /// The bytes of row `r`.
+    #[inline]
+    pub fn row(&self, r: usize) -> &[u8] {
+        let at = self.offset(r) as usize;
+        &self.map[at..at + self.row_bytes]
+    }
+
+    /// Asks the kernel to read rows `start..end` ahead, for a file not yet in the page cache;
+    /// advisory, so failures are ignored.
+    pub fn prefetch(&self, start: usize, end: usize) {
+        let mut row = start;
+        while row < end {
+            let stop = match &self.layout {
+                Direct::Contiguous(_) => end,
+                Direct::Chunked(rows, _) => ((row / rows + 1) * rows).min(end),
+            };
+            let at = self.offset(row);
+            let len = (self.end_of(row, stop) - at) as usize;
+            let _ = self
+                .map
+                .advise_range(memmap2::Advice::WillNeed, at as usize, len);
+            row = stop;
+        }
+    }
+
+    fn offset(&self, r: usize) -> u64 {
+        let rb = self.row_bytes as u64;
+        match &self.layout {
+            Direct::Contiguous(offset) => offset + r as u64 * rb,
+            Direct::Chunked(rows, addrs) => addrs[r / rows] + (r % rows) as u64 * rb,
+        }
+    }
+
+    /// One past the last byte of rows `start..end`, which lie in one chunk.
+    fn end_of(&self, start: usize, end: usize) -> u64 {
+        self.offset(start) + ((end - start) * self.row_bytes) as u64
     }
 }
 
@@ -380,10 +458,10 @@ pub fn push_row(elem: Elem, bytes: &[u8], out: &mut Vec<f32>) -> Option<(usize, 
     }
 }
 
-/// uint8 -> [-1, 1], vectorised with AVX2 where the CPU has it (this loop is the loader's
-/// hot spot: it writes four bytes for every byte read).
+/// uint8 -> [-1, 1], vectorised with AVX2 where the CPU has it (it writes four bytes for
+/// every byte read).
 #[inline]
-fn push_u8(bytes: &[u8], out: &mut Vec<f32>) {
+pub fn push_u8(bytes: &[u8], out: &mut Vec<f32>) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.

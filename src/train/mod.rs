@@ -15,7 +15,7 @@ use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec, NetCtx};
 use crate::network::{AdamW, Network, StateDict, PARTS};
 use crate::objective::{DistillObjective, ObjectiveCtx};
 use crate::schedule::Schedule;
-use crate::tensor::{batch_from_vec, seeded_device, Batch, Dev};
+use crate::tensor::{batch_to_device, seeded_device, Batch, Dev};
 use anyhow::{bail, Context, Result};
 use checkpoint::Meta;
 use dfdx::prelude::*;
@@ -313,7 +313,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         }
         let active = rounds.teacher().or(teacher.as_deref());
         let b = loader.next_batch()?;
-        let x = batch_from_vec(&dev, b.values, b.rows, dim);
+        let x = batch_to_device(&dev, b.values, b.rows, dim);
         let stats = train_step(cfg, &dev, net.as_mut(), active, &x, step).map_err(|e| {
             bar.abandon();
             let kept = match &last {

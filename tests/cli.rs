@@ -216,3 +216,19 @@ fn bench_loader_reports_epochs_and_the_raw_read_for_each_mode() {
     let e = err(&["bench", "loader", p(&dir.path().join("nope.h5"))]);
     assert!(e.contains("nope.h5: no such file"), "{e}");
 }
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        .arg("list")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // like `fewstep list | head -0`
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}

@@ -77,6 +77,7 @@ pub enum Command {
 
 /// Parses arguments, runs the command, prints errors with their causes.
 pub fn main() -> ExitCode {
+    default_sigpipe();
     let cli = Cli::parse();
     init_tracing(&cli.log);
     let result = match cli.command {
@@ -125,4 +126,14 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     );
     bar.set_message(what.to_string());
     bar
+}
+
+/// `fewstep list | head` should end quietly like any Unix tool. Rust ignores SIGPIPE, which turns
+/// a closed pipe into a panic in `println!`; the default disposition ends the process instead.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: sets one signal's disposition to the default, before any other thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

@@ -265,6 +265,9 @@ fn uvit_learns_and_its_checkpoint_round_trips() {
     let mean = |ls: &[LogLine]| ls.iter().map(|l| l.loss).sum::<f64>() / ls.len() as f64;
     let (early, late) = (mean(&log[..3]), mean(&log[log.len() - 3..]));
     assert!(late < 0.75 * early, "loss {early} -> {late}");
+    // The share of time spent waiting for data is logged (a small in-memory set keeps up).
+    let wait = log.iter().map(|l| l.data_wait).sum::<f64>() / log.len() as f64;
+    assert!((0.0..1.0).contains(&wait), "data_wait {wait}");
 
     // Round trip: the sampled network built from the checkpoint reproduces the saved EMA
     // bit for bit, and saving it again gives the same tensors.

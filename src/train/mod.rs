@@ -24,7 +24,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A fully resolved training config, read by `fewstep train` and `fewstep distill` (defaults:
 /// `configs/train.toml`, `configs/distill.toml`).
@@ -312,7 +312,9 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
             rounds.enter(&r, &cfg.out, &dev, || net.state(&PARTS), meta(r.start))?;
         }
         let active = rounds.teacher().or(teacher.as_deref());
+        let waited = Instant::now();
         let b = loader.next_batch()?;
+        window.wait(waited.elapsed());
         let x = batch_to_device(&dev, b.values, b.rows, dim);
         let stats = train_step(cfg, &dev, net.as_mut(), active, &x, step).map_err(|e| {
             bar.abandon();
@@ -423,6 +425,10 @@ pub struct LogLine {
     pub steps_per_s: f64,
     pub samples_per_s: f64,
     pub elapsed_s: f64,
+    /// Share of the window's wall time spent waiting for the loader's next batch (near 0 when
+    /// data keeps up). Absent from logs written before it existed.
+    #[serde(default)]
+    pub data_wait: f64,
 }
 
 struct Window {
@@ -431,6 +437,7 @@ struct Window {
     loss: f64,
     grad_norm: f64,
     lr: f64,
+    waited: Duration,
 }
 
 impl Window {
@@ -441,7 +448,12 @@ impl Window {
             loss: 0.0,
             grad_norm: 0.0,
             lr: 0.0,
+            waited: Duration::ZERO,
         }
+    }
+
+    fn wait(&mut self, d: Duration) {
+        self.waited += d;
     }
 
     fn add(&mut self, s: &StepStats) {
@@ -453,7 +465,8 @@ impl Window {
 
     fn line(&self, step: u64, batch: usize, t0: Instant) -> LogLine {
         let n = self.n.max(1) as f64;
-        let rate = n / self.since.elapsed().as_secs_f64().max(1e-9);
+        let wall = self.since.elapsed().as_secs_f64().max(1e-9);
+        let rate = n / wall;
         LogLine {
             step,
             loss: self.loss / n,
@@ -462,6 +475,7 @@ impl Window {
             steps_per_s: rate,
             samples_per_s: rate * batch as f64,
             elapsed_s: t0.elapsed().as_secs_f64(),
+            data_wait: (self.waited.as_secs_f64() / wall).min(1.0),
         }
     }
 }

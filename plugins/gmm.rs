@@ -173,8 +173,11 @@ impl GmmDenoiser {
     fn rows(&self, c: &Coef, b: usize) -> Result<Vec64> {
         match c {
             Coef::Scalar(x) => Ok(self.dev.ones_like(&(b,)) * *x),
-            Coef::Rows(r) if r.shape().0 == b => Ok(r.clone().to_dtype::<f64>()),
-            Coef::Rows(r) => bail!("gmm: level has {} rows but the batch has {b}", r.shape().0),
+            Coef::Rows(r) if r.host().len() == b => Ok(r.tensor().clone().to_dtype::<f64>()),
+            Coef::Rows(r) => bail!(
+                "gmm: level has {} rows but the batch has {b}",
+                r.host().len()
+            ),
         }
     }
 }

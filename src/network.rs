@@ -60,16 +60,14 @@ pub fn runtime_width<const D: usize, T: Tape<f32, Dev>>(
 
 /// Sinusoidal features of the clipped, scaled log-SNR: u = clip(lambda, +-20) / 20 in [-1, 1],
 /// then sin and cos of u at 16 geometric frequencies from 1 to 200 rad (periods from 12 down to
-/// 0.6 in log-SNR units). Computed on the host in f64: it is `[batch, 32]` numbers.
+/// 0.6 in log-SNR units). Computed on the host in f64 from the level's host copy (no device
+/// read): it is `[batch, 32]` numbers.
 pub fn logsnr_features(
     dev: &Dev,
     logsnr: &Coef,
     batch: usize,
 ) -> Tensor<(usize, Const<FEATURES>), f32, Dev> {
-    let lambdas: Vec<f64> = match logsnr {
-        Coef::Scalar(l) => vec![*l; batch],
-        Coef::Rows(r) => r.as_vec().into_iter().map(f64::from).collect(),
-    };
+    let lambdas = logsnr.host_rows(batch);
     let half = FEATURES / 2;
     let mut out = Vec::with_capacity(batch * FEATURES);
     for l in lambdas {
@@ -110,6 +108,7 @@ impl<M: VNet> VModel<M> {
             Coef::Scalar(s) => v * (-*s as f32),
             Coef::Rows(r) => {
                 v * r
+                    .tensor()
                     .clone()
                     .negate()
                     .broadcast_like::<_, Axis<1>>(&(rows, dim))

@@ -3,6 +3,7 @@
 
 use crate::data::BatchValues;
 use dfdx::prelude::*;
+use std::sync::Arc;
 
 /// The device every tensor lives on: `Cpu` by default, `Cuda` with the `cuda` feature.
 pub type Dev = AutoDevice;
@@ -22,14 +23,47 @@ pub fn seeded_device(seed: u64) -> Dev {
 #[derive(Clone, Debug)]
 pub enum Coef {
     Scalar(f64),
-    Rows(Rows),
+    Rows(RowCoef),
+}
+
+/// Per-row coefficients as f32 on the device, with the same values kept on the host: host-side
+/// uses (the networks' log-SNR features) then never read the device back, which on a GPU would
+/// stall its queue at every network call.
+#[derive(Clone, Debug)]
+pub struct RowCoef {
+    tensor: Rows,
+    host: Arc<[f32]>,
+}
+
+impl RowCoef {
+    /// The values on the device, `[batch]`.
+    pub fn tensor(&self) -> &Rows {
+        &self.tensor
+    }
+
+    /// The same values on the host.
+    pub fn host(&self) -> &[f32] {
+        &self.host
+    }
 }
 
 impl Coef {
     /// Per-row coefficients from host values (computed in f64, stored as f32).
     pub fn from_host(dev: &Dev, values: &[f64]) -> Self {
         let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
-        Coef::Rows(dev.tensor_from_vec(v, (values.len(),)))
+        let tensor = dev.tensor_from_vec(v.clone(), (values.len(),));
+        Coef::Rows(RowCoef {
+            tensor,
+            host: v.into(),
+        })
+    }
+
+    /// One f64 per row of a batch of `batch` rows, read from the host copy.
+    pub fn host_rows(&self, batch: usize) -> Vec<f64> {
+        match self {
+            Coef::Scalar(c) => vec![*c; batch],
+            Coef::Rows(r) => r.host.iter().map(|&x| f64::from(x)).collect(),
+        }
     }
 
     /// `self * x`, broadcasting per-row values along the feature axis.
@@ -38,7 +72,7 @@ impl Coef {
             Coef::Scalar(c) => x * (*c as f32),
             Coef::Rows(r) => {
                 let shape = *x.shape();
-                r.clone().broadcast_like::<_, Axis<1>>(&shape) * x
+                r.tensor.clone().broadcast_like::<_, Axis<1>>(&shape) * x
             }
         }
     }
@@ -47,7 +81,7 @@ impl Coef {
     pub fn to_rows(&self, dev: &Dev, batch: usize) -> Rows {
         match self {
             Coef::Scalar(c) => dev.ones_like(&(batch,)) * (*c as f32),
-            Coef::Rows(r) => r.clone(),
+            Coef::Rows(r) => r.tensor.clone(),
         }
     }
 

@@ -46,10 +46,7 @@ impl Gaussian {
 
 /// A coefficient as one f64 per row.
 pub fn per_row(c: &Coef, rows: usize) -> Vec<f64> {
-    match c {
-        Coef::Scalar(v) => vec![*v; rows],
-        Coef::Rows(r) => r.as_vec().into_iter().map(f64::from).collect(),
-    }
+    c.host_rows(rows)
 }
 
 impl Denoiser for Gaussian {

@@ -205,10 +205,7 @@ fn cosine() -> Box<dyn Schedule> {
 
 /// A coefficient as one f64 per row.
 fn per_row(c: &Coef, rows: usize) -> Vec<f64> {
-    match c {
-        Coef::Scalar(v) => vec![*v; rows],
-        Coef::Rows(r) => r.as_vec().into_iter().map(f64::from).collect(),
-    }
+    c.host_rows(rows)
 }
 
 const MEAN: [f64; 2] = [1.0, -0.5];

@@ -1,34 +1,10 @@
 //! End-to-end tests of the `fewstep` binary: configs, errors, sampling, evaluation.
 
+mod common;
+
+use common::{err, ok, p};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fewstep(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fewstep"))
-        .args(args)
-        .output()
-        .expect("run fewstep")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = fewstep(args);
-    assert!(
-        o.status.success(),
-        "fewstep {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn err(args: &[&str]) -> String {
-    let o = fewstep(args);
-    assert!(!o.status.success(), "fewstep {args:?} should fail");
-    String::from_utf8(o.stderr).unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use std::process::Command;
 
 /// A ring8 dataset in `dir`.
 fn ring8(dir: &Path, n: usize) -> PathBuf {

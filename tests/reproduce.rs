@@ -2,32 +2,10 @@
 //! the exact `gmm` denoiser, sampled on its own grid), and `fewstep reproduce table3|table4|
 //! figure1` on tiny versions of the presets (every file written, finished runs reused).
 
+mod common;
+
+use common::{err, ok, ok_logged, p};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fewstep(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fewstep"))
-        .args(args)
-        .output()
-        .expect("run fewstep")
-}
-
-fn ok(args: &[&str]) -> (String, String) {
-    let o = fewstep(args);
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(o.status.success(), "fewstep {args:?} failed: {err}");
-    (String::from_utf8(o.stdout).unwrap(), err)
-}
-
-fn err(args: &[&str]) -> String {
-    let o = fewstep(args);
-    assert!(!o.status.success(), "fewstep {args:?} should fail");
-    String::from_utf8(o.stderr).unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 fn attr(file: &Path, name: &str) -> String {
     let f = hdf5::File::open(file).unwrap();
@@ -235,7 +213,7 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
     });
     let out = dir.path().join("out");
     let args = ["reproduce", "table4", "--config", p(&cfg), "--out", p(&out)];
-    let (md, _) = ok(&args);
+    let md = ok(&args);
     assert!(md.contains("| Student steps | DDIM | aDDIM |"), "{md}");
     assert!(md.contains("teacher, aDDIM (16 steps)"), "{md}");
     assert!(md.contains("## NLL on ring8"), "{md}");
@@ -249,7 +227,7 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
     assert_eq!(attr(&out.join("ring8/samples/ddim-s1.h5"), "nfe"), "1");
 
     // A second run trains nothing and gives the same table.
-    let (again, log) = ok(&args);
+    let (again, log) = ok_logged(&args);
     assert!(log.matches("reusing").count() == 5, "{log}");
     assert_eq!(md, again);
 
@@ -288,7 +266,7 @@ fn reproduce_figure1_draws_trajectories() {
         shrink(t["table"].as_table_mut().unwrap(), &[1, 2, 4]);
     });
     let out = dir.path().join("out");
-    let (md, _) = ok(&[
+    let md = ok(&[
         "reproduce",
         "figure1",
         "--config",

@@ -1,4 +1,5 @@
-//! Shared test helpers: a closed-form denoiser for Gaussian data and small tensor utilities.
+//! Shared test helpers: a closed-form denoiser for Gaussian data, small tensor utilities, and
+//! running the `fewstep` binary.
 #![allow(dead_code)]
 
 use anyhow::Result;
@@ -97,4 +98,36 @@ pub fn max_diff(a: &Batch, b: &Batch) -> f64 {
 pub fn row(dev: &Dev, b: &Batch, i: usize) -> Batch {
     let d = b.shape().1;
     batch_from_vec(dev, b.as_vec()[i * d..(i + 1) * d].to_vec(), 1, d)
+}
+
+/// Runs the `fewstep` binary.
+pub fn fewstep(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        .args(args)
+        .output()
+        .expect("run fewstep")
+}
+
+/// Stdout and stderr of a `fewstep` run that must succeed.
+pub fn ok_logged(args: &[&str]) -> (String, String) {
+    let o = fewstep(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "fewstep {args:?} failed: {err}");
+    (String::from_utf8(o.stdout).unwrap(), err)
+}
+
+/// Stdout of a `fewstep` run that must succeed.
+pub fn ok(args: &[&str]) -> String {
+    ok_logged(args).0
+}
+
+/// Stderr of a `fewstep` run that must fail.
+pub fn err(args: &[&str]) -> String {
+    let o = fewstep(args);
+    assert!(!o.status.success(), "fewstep {args:?} should fail");
+    String::from_utf8(o.stderr).unwrap()
+}
+
+pub fn p(path: &std::path::Path) -> &str {
+    path.to_str().unwrap()
 }

@@ -1,7 +1,7 @@
 //! `multistep-cd`: multistep consistency distillation, Algorithm 1 with x_teacher the teacher's
 //! E[x | z_t] and the teacher integrator (aDDIM by default) taking the step z_t -> z_s.
 
-use fewstep::objective::{DistillObjective, Loss, ObjectiveCtx};
+use fewstep::objective::{scale_count, DistillObjective, Loss, ObjectiveCtx};
 use fewstep::plugins::multistep::{Flavour, Multistep};
 use fewstep::register_plugin;
 use fewstep::tensor::Batch;
@@ -21,6 +21,10 @@ impl DistillObjective for MultistepCd {
 
     fn student_steps(&self) -> Option<usize> {
         Some(self.0.student_steps)
+    }
+
+    fn scale_iterations(&mut self, factor: f64) {
+        self.0.anneal_iters = scale_count(self.0.anneal_iters, factor);
     }
 }
 

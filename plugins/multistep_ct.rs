@@ -2,7 +2,7 @@
 //! step then moves along the example's own noise (x_var = 0, so aDDIM is DDIM): z_s is the exact
 //! forward sample alpha_s x + sigma_s eps, which already has the right spread.
 
-use fewstep::objective::{DistillObjective, Loss, ObjectiveCtx};
+use fewstep::objective::{scale_count, DistillObjective, Loss, ObjectiveCtx};
 use fewstep::plugins::multistep::{Flavour, Multistep};
 use fewstep::register_plugin;
 use fewstep::tensor::Batch;
@@ -22,6 +22,10 @@ impl DistillObjective for MultistepCt {
 
     fn student_steps(&self) -> Option<usize> {
         Some(self.0.student_steps)
+    }
+
+    fn scale_iterations(&mut self, factor: f64) {
+        self.0.anneal_iters = scale_count(self.0.anneal_iters, factor);
     }
 }
 

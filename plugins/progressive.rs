@@ -7,7 +7,7 @@
 use dfdx::shapes::HasShape;
 use fewstep::denoiser::Level;
 use fewstep::integrator::{inv_ddim_rows, Integrator, TeacherStep};
-use fewstep::objective::{DistillObjective, Loss, ObjectiveCtx, Round};
+use fewstep::objective::{scale_count, DistillObjective, Loss, ObjectiveCtx, Round};
 use fewstep::plugins::ddim::Ddim;
 use fewstep::plugins::multistep::{
     at_least_one, mean_square, normal, snr_weights, teacher_integrator, x_var, xvar_frac, Prepared,
@@ -183,6 +183,10 @@ impl DistillObjective for Progressive {
 
     fn round(&self, iteration: u64) -> Option<Round> {
         Some(self.round_at(iteration))
+    }
+
+    fn scale_iterations(&mut self, factor: f64) {
+        self.iters_per_round = scale_count(self.iters_per_round, factor);
     }
 }
 

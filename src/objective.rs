@@ -120,6 +120,16 @@ pub trait DistillObjective: Send + Sync + Debug {
     fn round(&self, _iteration: u64) -> Option<Round> {
         None
     }
+
+    /// Multiplies the objective's iteration counts (annealing length, round length) by
+    /// `factor`, each rounded and at least 1 ([`scale_count`]): `fewstep reproduce --scale`
+    /// lengthens or shortens whole runs with it. The default has none to scale.
+    fn scale_iterations(&mut self, _factor: f64) {}
+}
+
+/// `n` times `factor`, rounded, at least 1: an iteration count scaled by `--scale`.
+pub fn scale_count(n: u64, factor: f64) -> u64 {
+    ((n as f64 * factor).round() as u64).max(1)
 }
 
 /// One round of an objective that trains in rounds, see [`DistillObjective::round`].

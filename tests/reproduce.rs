@@ -238,22 +238,40 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
 #[test]
 fn scale_multiplies_every_schedule_length() {
     use fewstep::cli::reproduce::TABLE3;
-    let c = fewstep::reproduce::distill::load("table3", TABLE3, "paper", None, 0.01).unwrap();
-    assert_eq!(c.teacher["steps"].as_integer(), Some(1000));
-    assert_eq!(c.student["steps"].as_integer(), Some(2000));
-    assert_eq!(
-        c.methods[0].objective["anneal_iters"].as_integer(),
-        Some(1000)
-    );
-    assert_eq!(
-        c.methods[2].objective["iters_per_round"].as_integer(),
-        Some(333)
-    );
+    use fewstep::reproduce::distill::{load, run_configs};
+    let dir = tempfile::tempdir().unwrap();
+    let resolved = |scale: f64| -> Vec<toml::Table> {
+        let c = load("table3", TABLE3, "paper", None, scale).unwrap();
+        let runs = run_configs(&c, dir.path(), "gmm64").unwrap();
+        runs.iter()
+            .map(|r| fewstep::config::to_toml(r).unwrap().parse().unwrap())
+            .collect()
+    };
+    let (full, small) = (resolved(1.0), resolved(0.01));
+    let int = |t: &toml::Table, path: &[&str]| {
+        let mut v = &t[path[0]];
+        for k in &path[1..] {
+            v = &v[k];
+        }
+        v.as_integer().unwrap()
+    };
+    // Teacher, then CT/CD (anneal_iters), PD (iters_per_round) students: 100 times shorter.
+    for (f, s) in full.iter().zip(&small) {
+        assert_eq!(int(s, &["steps"]), int(f, &["steps"]) / 100);
+        assert_eq!(
+            int(s, &["checkpoint_every"]),
+            (int(f, &["checkpoint_every"]) / 100).max(1)
+        );
+    }
+    assert_eq!(int(&small[0], &["steps"]), 1000);
+    let method = |t: &toml::Table| t["objective"]["name"].as_str().unwrap().to_string();
+    let cd = small.iter().find(|t| method(t) == "multistep-cd").unwrap();
+    assert_eq!(int(cd, &["objective", "anneal_iters"]), 1000);
+    let pd = small.iter().find(|t| method(t) == "progressive").unwrap();
+    assert_eq!(int(pd, &["objective", "iters_per_round"]), 333);
     // Not scaled: the number of teacher steps of the grid.
-    assert_eq!(
-        c.methods[0].objective["teacher_steps_end"].as_integer(),
-        Some(1280)
-    );
+    assert_eq!(int(cd, &["objective", "teacher_steps_end"]), 1280);
+    assert!(err(&["reproduce", "table3", "--scale=-1"]).contains("--scale must be a positive"));
 }
 
 #[test]

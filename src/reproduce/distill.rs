@@ -55,21 +55,15 @@ pub struct TableConfig {
     /// Reference rows: the teacher itself sampled with an integrator.
     #[serde(default)]
     pub baselines: Vec<Baseline>,
-    /// Integer settings that `--scale` multiplies, wherever they appear in `teacher`, `student`
-    /// or a method's tables.
-    #[serde(default = "scaled_keys")]
-    pub scaled_keys: Vec<String>,
+    /// Multiplies the length of every run as it is resolved: `steps`, `checkpoint_every` and
+    /// the objective's iteration counts (annealing, round lengths; each objective scales its
+    /// own). `--scale` multiplies it further.
+    #[serde(default = "unit_scale")]
+    pub scale: f64,
 }
 
-fn scaled_keys() -> Vec<String> {
-    [
-        "steps",
-        "anneal_iters",
-        "iters_per_round",
-        "checkpoint_every",
-    ]
-    .map(String::from)
-    .to_vec()
+fn unit_scale() -> f64 {
+    1.0
 }
 
 /// One column: a label and the `[objective]` table (its `student_steps` is set per row).
@@ -128,32 +122,28 @@ pub fn load(
     Ok(cfg)
 }
 
-/// Multiplies the `scaled_keys` settings of every run by `scale` (`--scale`).
+/// Multiplies the length of every run by `scale` (`--scale`).
 pub fn scale_config(cfg: &mut TableConfig, scale: f64) -> Result<()> {
-    if !(scale > 0.0 && scale.is_finite()) {
-        bail!("--scale must be a positive number, got {scale}");
+    for (what, s) in [("--scale", scale), ("`scale`", cfg.scale)] {
+        if !(s > 0.0 && s.is_finite()) {
+            bail!("{what} must be a positive number, got {s}");
+        }
     }
-    let keys = cfg.scaled_keys.clone();
-    scale_table(&mut cfg.teacher, &keys, scale);
-    scale_table(&mut cfg.student, &keys, scale);
-    for m in &mut cfg.methods {
-        scale_table(&mut m.objective, &keys, scale);
-        scale_table(&mut m.student, &keys, scale);
-    }
+    cfg.scale *= scale;
     Ok(())
 }
 
-/// Multiplies the integer values of `keys` in `t` and its sub-tables (at least 1 after rounding).
-fn scale_table(t: &mut Table, keys: &[String], scale: f64) {
-    for (k, v) in t.iter_mut() {
-        match v {
-            Value::Integer(i) if keys.contains(k) => {
-                *i = ((*i as f64 * scale).round() as i64).max(1);
-            }
-            Value::Table(sub) => scale_table(sub, keys, scale),
-            _ => {}
+/// Every run of `dataset` as `run` trains it, resolved and scaled: the teacher first, then each
+/// method's students in order of S.
+pub fn run_configs(cfg: &TableConfig, out: &Path, dataset: &str) -> Result<Vec<TrainConfig>> {
+    let paths = Paths::new(out, dataset);
+    let mut all = vec![teacher_config(cfg, &paths)?];
+    for m in &cfg.methods {
+        for &s in &cfg.student_steps {
+            all.push(student_config(cfg, &paths, m, s)?);
         }
     }
+    Ok(all)
 }
 
 /// Runs every cell, writes `<what>.md`, `<what>.csv` and `<what>-fd.png` to `out`, returns the
@@ -161,13 +151,7 @@ fn scale_table(t: &mut Table, keys: &[String], scale: f64) {
 pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
     // Resolve every run's config before the first long job, so a typo fails in a second.
     for name in &cfg.datasets {
-        let paths = Paths::new(out, name);
-        teacher_config(cfg, &paths)?;
-        for m in &cfg.methods {
-            for &s in &cfg.student_steps {
-                student_builder(cfg, &paths, m, s)?;
-            }
-        }
+        run_configs(cfg, out, name)?;
     }
     let mut cells = Vec::new();
     let total = cfg.datasets.len() * (1 + cfg.methods.len() * cfg.student_steps.len());
@@ -216,7 +200,7 @@ pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
         }
         for m in &cfg.methods {
             for &s in &cfg.student_steps {
-                let student: TrainConfig = student_builder(cfg, &paths, m, s)?.build()?;
+                let student = student_config(cfg, &paths, m, s)?;
                 finish_run(&student, &format!("{} S={s}", m.label))?;
                 let train_s = logged_seconds(&student.out)?;
                 let samples = draw(cfg, &paths, &student.out, None, &slug(&m.label, s))?;
@@ -300,7 +284,7 @@ fn path_value(p: &Path) -> Option<Value> {
 }
 
 fn teacher_config(cfg: &TableConfig, paths: &Paths) -> Result<TrainConfig> {
-    with_table(
+    let mut c: TrainConfig = with_table(
         ConfigBuilder::from_defaults(train_cli::DEFAULTS)?,
         &cfg.teacher,
     )
@@ -308,7 +292,21 @@ fn teacher_config(cfg: &TableConfig, paths: &Paths) -> Result<TrainConfig> {
     .set("out", path_value(&paths.teacher))
     .set("seed", Some(cfg.seed as i64))
     .build()
-    .context("the preset's [teacher] table")
+    .context("the preset's [teacher] table")?;
+    c.scale_length(cfg.scale);
+    Ok(c)
+}
+
+/// The student of method `m` with `steps` student steps, resolved and scaled.
+fn student_config(
+    cfg: &TableConfig,
+    paths: &Paths,
+    m: &Method,
+    steps: usize,
+) -> Result<TrainConfig> {
+    let mut c: TrainConfig = student_builder(cfg, paths, m, steps)?.build()?;
+    c.scale_length(cfg.scale);
+    Ok(c)
 }
 
 /// The student of method `m` with `steps` student steps: distill defaults, the table's and the

@@ -13,7 +13,7 @@ pub mod checkpoint;
 use crate::data::loader::{Loader, LoaderConfig};
 use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec, NetCtx};
 use crate::network::{AdamW, Network, StateDict, PARTS};
-use crate::objective::{DistillObjective, ObjectiveCtx};
+use crate::objective::{scale_count, DistillObjective, ObjectiveCtx};
 use crate::schedule::Schedule;
 use crate::tensor::{batch_to_device, seeded_device, Batch, Dev};
 use anyhow::{bail, Context, Result};
@@ -85,6 +85,14 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Multiplies the run's length by `factor`: `steps`, `checkpoint_every` and the objective's
+    /// iteration counts ([`DistillObjective::scale_iterations`]), each at least 1.
+    pub fn scale_length(&mut self, factor: f64) {
+        self.steps = scale_count(self.steps, factor);
+        self.checkpoint_every = scale_count(self.checkpoint_every, factor);
+        self.objective.scale_iterations(factor);
+    }
+
     /// Learning rate of step `step` (0-based): linear warm-up, then constant.
     pub fn lr_at(&self, step: u64) -> f64 {
         self.lr * ((step + 1) as f64 / self.warmup.max(1) as f64).min(1.0)

@@ -34,7 +34,7 @@ use anyhow::Result;
 use dfdx::shapes::HasShape;
 use fewstep::denoiser::Level;
 use fewstep::integrator::{Integrator, TeacherStep};
-use fewstep::objective::{DistillObjective, Loss, ObjectiveCtx, Round};
+use fewstep::objective::{scale_count, DistillObjective, Loss, ObjectiveCtx, Round};
 use fewstep::plugins::ddim::Ddim;
 use fewstep::plugins::multistep::{
     at_least_one, consistency_target, mean_square, normal, snr_weights, Grid, Prepared, Slot,
@@ -201,6 +201,10 @@ impl DistillObjective for Tract {
 
     fn round(&self, iteration: u64) -> Option<Round> {
         Some(self.phase_at(iteration))
+    }
+
+    fn scale_iterations(&mut self, factor: f64) {
+        self.iters_per_phase = scale_count(self.iters_per_phase, factor);
     }
 }
 

@@ -129,6 +129,23 @@ fn distils_a_two_step_student_from_a_trained_teacher() {
 }
 
 #[test]
+fn reproduce_scale_shortens_the_phases() {
+    let mut t = Tract {
+        iters_per_phase: 300,
+        ..Tract::default()
+    };
+    t.scale_iterations(0.1);
+    assert_eq!(t.iters_per_phase, 30);
+    assert_eq!(
+        t.round(45).unwrap().index,
+        1,
+        "phase 2 starts at iteration 30"
+    );
+    t.scale_iterations(1e-6);
+    assert_eq!(t.iters_per_phase, 1, "never below one iteration");
+}
+
+#[test]
 fn phases_shrink_from_the_teacher_steps_to_the_student_steps() {
     // The paper's CIFAR-10 schedule: 1024 -> 32 -> 1 in two phases.
     let paper = Tract {

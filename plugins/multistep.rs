@@ -221,6 +221,20 @@ pub struct Prepared {
     pub x_target: Batch,
 }
 
+impl Prepared {
+    /// The student's one taped pass at (z_t, t), scored against the target: mean over rows of
+    /// (SNR(t) + 1) times `distance` (`mean_square`, or `pseudo_huber` with its epsilon).
+    pub fn student_loss(
+        self,
+        ctx: &mut ObjectiveCtx,
+        distance: impl FnOnce(TapedBatch, Batch, &Rows) -> Loss,
+    ) -> Result<Loss> {
+        let w = snr_weights(ctx, &self.times.t);
+        let x_hat = ctx.student_taped(self.z_t, &self.level_t)?;
+        Ok(distance(x_hat, self.x_target, &w))
+    }
+}
+
 impl Multistep {
     /// The grid of iteration `i`.
     pub fn grid(&self, i: u64) -> Grid {
@@ -255,13 +269,9 @@ impl Multistep {
         draws: &Draws,
     ) -> Result<Loss> {
         let p = self.prepare(ctx, x, flavour, draws)?;
-        let x_hat = ctx.student_taped(p.z_t, &p.level_t)?;
-        Ok(pseudo_huber(
-            x_hat,
-            p.x_target,
-            &snr_weights(ctx, &p.times.t),
-            self.huber_eps,
-        ))
+        p.student_loss(ctx, |x_hat, target, w| {
+            pseudo_huber(x_hat, target, w, self.huber_eps)
+        })
     }
 
     /// z_t, z_s from the teacher step, nograd f(z_s, s), DDIM to t_step and invDDIM back to x.

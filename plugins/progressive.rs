@@ -10,8 +10,8 @@ use fewstep::integrator::{inv_ddim_rows, Integrator, TeacherStep};
 use fewstep::objective::{scale_count, DistillObjective, Loss, ObjectiveCtx, Round};
 use fewstep::plugins::ddim::Ddim;
 use fewstep::plugins::multistep::{
-    at_least_one, mean_square, normal, snr_weights, teacher_integrator, x_var, xvar_frac, Prepared,
-    Times, XVarSource,
+    at_least_one, mean_square, normal, teacher_integrator, x_var, xvar_frac, Prepared, Times,
+    XVarSource,
 };
 use fewstep::register_plugin;
 use fewstep::tensor::Batch;
@@ -168,13 +168,8 @@ impl DistillObjective for Progressive {
             .map(|_| ctx.rng.gen_range(1..=round.student_steps))
             .collect();
         let eps = normal(ctx, rows, dim);
-        let p = self.prepare(ctx, x, &round, &ks, &eps)?;
-        let x_hat = ctx.student_taped(p.z_t, &p.level_t)?;
-        Ok(mean_square(
-            x_hat,
-            p.x_target,
-            &snr_weights(ctx, &p.times.t),
-        ))
+        self.prepare(ctx, x, &round, &ks, &eps)?
+            .student_loss(ctx, mean_square)
     }
 
     fn student_steps(&self) -> Option<usize> {

@@ -37,7 +37,7 @@ use fewstep::integrator::{Integrator, TeacherStep};
 use fewstep::objective::{scale_count, DistillObjective, Loss, ObjectiveCtx, Round};
 use fewstep::plugins::ddim::Ddim;
 use fewstep::plugins::multistep::{
-    at_least_one, consistency_target, mean_square, normal, snr_weights, Grid, Prepared, Slot,
+    at_least_one, consistency_target, mean_square, normal, Grid, Prepared, Slot,
 };
 use fewstep::register_plugin;
 use fewstep::tensor::Batch;
@@ -186,13 +186,8 @@ impl DistillObjective for Tract {
         let grid = self.grid(k);
         let slots: Vec<Slot> = (0..rows).map(|_| grid.draw(ctx.rng)).collect();
         let eps = normal(ctx, rows, dim);
-        let p = self.prepare(ctx, x, k, &slots, &eps)?;
-        let x_hat = ctx.student_taped(p.z_t, &p.level_t)?;
-        Ok(mean_square(
-            x_hat,
-            p.x_target,
-            &snr_weights(ctx, &p.times.t),
-        ))
+        self.prepare(ctx, x, k, &slots, &eps)?
+            .student_loss(ctx, mean_square)
     }
 
     fn student_steps(&self) -> Option<usize> {

@@ -7,11 +7,11 @@
 //! The file is made once as /tmp/fewstep-bench-loader-1g.h5 (FEWSTEP_BENCH_FILE overrides).
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use fewstep::cli::bench::raw_read;
 use fewstep::data::h5::write_with;
 use fewstep::data::write::{chunk_rows, RowWriter};
 use fewstep::data::{Loader, LoaderConfig};
 use std::hint::black_box;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -85,27 +85,10 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn raw_read(path: &Path, buf: &mut [u8]) -> u64 {
-    let mut f = std::fs::File::open(path).unwrap();
-    let mut total = 0u64;
-    let mut check = 0u8;
-    loop {
-        let k = f.read(buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        check ^= buf[k - 1];
-        total += k as u64;
-    }
-    black_box(check);
-    total
-}
-
 fn loader(c: &mut Criterion) {
     let path = bench_file();
     let bytes = (rows() * ROW.iter().product::<usize>()) as u64;
-    let mut buf = vec![0u8; 1 << 20];
-    raw_read(&path, &mut buf); // into the page cache
+    raw_read(&path).unwrap(); // into the page cache
 
     let mut g = c.benchmark_group("loader_1gb_u8");
     g.sampling_mode(SamplingMode::Flat)
@@ -114,7 +97,7 @@ fn loader(c: &mut Criterion) {
         .throughput(Throughput::Bytes(bytes));
 
     g.bench_function("raw_sequential_read", |b| {
-        b.iter(|| raw_read(&path, &mut buf))
+        b.iter(|| raw_read(&path).unwrap())
     });
 
     let cfg = LoaderConfig {

@@ -2,7 +2,7 @@
 
 use crate::cli::train::DEFAULTS;
 use crate::config::ConfigBuilder;
-use crate::data::{source, Loader, LoaderConfig};
+use crate::data::{Loader, LoaderConfig};
 use crate::denoiser::NetCtx;
 use crate::tensor::{normal, seeded_device};
 use crate::train::{train_step, TrainConfig};
@@ -93,7 +93,6 @@ fn loader(a: LoaderArgs) -> Result<()> {
         (false, true) => "mapped",
         (false, false) => "read in windows",
     };
-    let row_bytes = l.row_dim() as u64 * source::open(&a.file)?.info.elem.size() as u64;
     eprintln!(
         "{}: {} rows of {:?} ({how}), batch {}, {} batch threads",
         a.file.display(),
@@ -103,7 +102,7 @@ fn loader(a: LoaderArgs) -> Result<()> {
         cfg.workers
     );
     let per_epoch = (l.len() / a.batch).max(1);
-    let epoch_bytes = (per_epoch * a.batch) as u64 * row_bytes;
+    let epoch_bytes = (per_epoch * a.batch * l.row_bytes()) as u64;
     let mut rates = Vec::new();
     for epoch in 0..a.epochs {
         let t0 = Instant::now();
@@ -138,8 +137,9 @@ fn loader(a: LoaderArgs) -> Result<()> {
 
 const MIB: f64 = (1u64 << 20) as f64;
 
-/// Reads the whole file sequentially; returns the bytes read.
-fn raw_read(path: &std::path::Path) -> Result<u64> {
+/// Reads the whole file sequentially in 1 MiB pieces (the baseline of loader throughput, also
+/// in `benches/loader.rs`); returns the bytes read.
+pub fn raw_read(path: &std::path::Path) -> Result<u64> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];

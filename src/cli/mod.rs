@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-mod bench;
+pub mod bench;
 mod calibrate;
 mod completions;
 mod data;

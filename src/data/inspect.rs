@@ -42,8 +42,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
     let df = &rd.df;
     let info = df.info.clone();
     let n = info.rows();
-    let block = (super::write::CHUNK_BYTES * 8 / (info.row_dim() * info.elem.size()).max(1))
-        .clamp(1, n.max(1));
+    let block = (super::write::CHUNK_BYTES * 8 / info.row_bytes().max(1)).clamp(1, n.max(1));
     let mut st = Stats::default();
     let mut bytes = Vec::new();
     for start in (0..n).step_by(block) {

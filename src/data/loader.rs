@@ -108,18 +108,21 @@ impl BatchValues {
 
     /// The values as float32 (uint8 scaled to [-1, 1]), decoded on the host.
     pub fn to_f32(&self) -> Vec<f32> {
-        self.clone().into_f32()
+        match self {
+            BatchValues::F32(v) => v.clone(),
+            BatchValues::U8(v) => {
+                let mut out = Vec::with_capacity(v.len());
+                source::push_u8(v, &mut out);
+                out
+            }
+        }
     }
 
-    /// Like [`Self::to_f32`], reusing a float buffer.
+    /// Like [`Self::to_f32`], handing float data over without a copy.
     pub fn into_f32(self) -> Vec<f32> {
         match self {
             BatchValues::F32(v) => v,
-            BatchValues::U8(v) => {
-                let mut out = Vec::with_capacity(v.len());
-                source::push_u8(&v, &mut out);
-                out
-            }
+            bytes => bytes.to_f32(),
         }
     }
 
@@ -267,6 +270,11 @@ impl Loader {
     /// Flattened row size.
     pub fn row_dim(&self) -> usize {
         self.info.row_dim()
+    }
+
+    /// Bytes of one row as stored (uint8 rows stay bytes in batches).
+    pub fn row_bytes(&self) -> usize {
+        self.info.row_bytes()
     }
 
     /// Number of rows in the file.
@@ -456,12 +464,9 @@ impl Reader {
                 // A mapped window's pages are read on first touch: ask for the next window's
                 // ahead, so a file not yet in the page cache is read while this one is used.
                 if let Some(m) = &self.mapped {
-                    let ahead = if i == 0 {
-                        &groups[..2.min(groups.len())]
-                    } else {
-                        &groups[(i + 1).min(groups.len())..(i + 2).min(groups.len())]
-                    };
-                    for s in ahead.iter().flat_map(|g| spans(g, block, n)) {
+                    let first = if i == 0 { 0 } else { i + 1 };
+                    let ahead = groups.iter().take(i + 2).skip(first);
+                    for s in ahead.flat_map(|g| spans(g, block, n)) {
                         m.prefetch(s.start, s.end);
                     }
                 }

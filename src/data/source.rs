@@ -55,9 +55,13 @@ impl DataInfo {
     pub fn row_dim(&self) -> usize {
         self.shape[1..].iter().product()
     }
+    /// Bytes of one row as stored.
+    pub fn row_bytes(&self) -> usize {
+        self.row_dim() * self.elem.size()
+    }
     /// Bytes of `/data` as stored, uncompressed.
     pub fn bytes(&self) -> u64 {
-        (self.rows() * self.row_dim() * self.elem.size()) as u64
+        (self.rows() * self.row_bytes()) as u64
     }
     /// Rows per chunk along N (1 row per read when contiguous).
     pub fn chunk_rows(&self) -> Option<usize> {
@@ -262,7 +266,7 @@ impl RowReader {
 
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
-        self.df.info.row_dim() * self.df.info.elem.size()
+        self.df.info.row_bytes()
     }
 
     /// Reads rows `start..end` into `out`, which must hold exactly their bytes.

@@ -3,8 +3,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fewstep::config::plugin_from_toml;
+use fewstep::data::builtin::mixtures;
 use fewstep::data::builtin::write_set;
-use fewstep::data::mixtures;
 use fewstep::denoiser::{BuildCtx, Denoiser, DenoiserSpec, Level};
 use fewstep::integrator::{Integrator, StepCtx};
 use fewstep::registry::{kind, names};

@@ -7,10 +7,10 @@
 //! The file is made once as /tmp/fewstep-bench-loader-1g.h5 (FEWSTEP_BENCH_FILE overrides).
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use fewstep::cli::bench::raw_read;
 use fewstep::data::h5::write_with;
 use fewstep::data::write::{chunk_rows, RowWriter};
 use fewstep::data::{Loader, LoaderConfig};
+use fewstep::run::bench::raw_read;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

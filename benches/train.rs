@@ -2,9 +2,9 @@
 //! 2-D data and of the small `uvit` at batch 64 on 3x16x16 images, with the default config.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use fewstep::cli::train::DEFAULTS;
 use fewstep::config::ConfigBuilder;
 use fewstep::denoiser::NetCtx;
+use fewstep::run::train::DEFAULTS;
 use fewstep::tensor::{normal, seeded_device};
 use fewstep::train::{train_step, TrainConfig};
 use std::time::Duration;

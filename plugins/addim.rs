@@ -2,8 +2,8 @@
 //! variance DDIM drops, deterministically and with one evaluation, so it can teach distillation.
 
 use dfdx::shapes::HasShape;
+use fewstep::integrator::xvar::XVar;
 use fewstep::integrator::{ddim_coeffs, ddim_step_rows, Integrator, Linear2, StepCtx, TeacherStep};
-use fewstep::plugins::xvar::XVar;
 use fewstep::register_plugin;
 use fewstep::schedule::Schedule;
 use fewstep::tensor::{row_sq_norm, Batch, Coef, Dev};

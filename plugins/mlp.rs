@@ -4,8 +4,8 @@
 use dfdx::nn::modules::{Linear, Repeated};
 use dfdx::nn::{ModuleVisitor, TensorCollection};
 use dfdx::prelude::*;
-use fewstep::denoiser::{BuildCtx, Denoiser, DenoiserSpec, NetCtx};
-use fewstep::network::{build_network, fixed_width, runtime_width, silu, Network, VNet, FEATURES};
+use fewstep::denoiser::{DenoiserSpec, NetCtx, Network};
+use fewstep::network::{build_network, fixed_width, runtime_width, silu, VNet, FEATURES};
 use fewstep::register_plugin;
 use fewstep::tensor::Dev;
 use schemars::JsonSchema;
@@ -93,10 +93,6 @@ impl Mlp {
 
 #[typetag::serde(name = "mlp")]
 impl DenoiserSpec for Mlp {
-    fn build(&self, ctx: &BuildCtx) -> anyhow::Result<Box<dyn Denoiser>> {
-        fewstep::train::checkpoint::load_denoiser(self, ctx)
-    }
-
     fn network(&self, ctx: &NetCtx) -> anyhow::Result<Box<dyn Network>> {
         let dim = ctx.row_shape.iter().product::<usize>();
         match (dim, self.width) {

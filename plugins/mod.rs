@@ -14,9 +14,6 @@ pub mod ddpm;
 pub mod heun;
 pub mod noise_ddim;
 
-// Shared by plugins: aDDIM's x_var estimate (`addim`, `noise-ddim`)
-pub mod xvar;
-
 // Denoisers
 pub mod gmm;
 pub mod mlp;
@@ -24,9 +21,5 @@ pub mod uvit;
 
 // Objectives
 pub mod diffusion;
-pub mod multistep_cd;
-pub mod multistep_ct;
+pub mod multistep_consistency;
 pub mod progressive;
-
-// Shared by objectives: Algorithm 1 (`multistep-ct`, `multistep-cd`) and its loss pieces
-pub mod multistep;

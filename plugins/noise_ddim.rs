@@ -4,8 +4,8 @@
 //! deterministic correction imitates real noise; it cannot teach distillation.
 
 use dfdx::shapes::HasShape;
+use fewstep::integrator::xvar::XVar;
 use fewstep::integrator::{ddim_step, Integrator, StepCtx};
-use fewstep::plugins::xvar::XVar;
 use fewstep::register_plugin;
 use fewstep::tensor::{normal, Batch, Coef};
 use schemars::JsonSchema;

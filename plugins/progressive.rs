@@ -5,14 +5,15 @@
 //! student (the trainer swaps it in, see `DistillObjective::round`).
 
 use dfdx::shapes::HasShape;
+use fewstep::config::at_least_one;
 use fewstep::denoiser::Level;
 use fewstep::integrator::{inv_ddim_rows, Integrator, TeacherStep};
-use fewstep::objective::{scale_count, DistillObjective, Loss, ObjectiveCtx, Round};
-use fewstep::plugins::ddim::Ddim;
-use fewstep::plugins::multistep::{
-    at_least_one, mean_square, normal, teacher_integrator, x_var, xvar_frac, Prepared, Times,
-    XVarSource,
+use fewstep::objective::multistep::{mean_square, x_var, Prepared, Times, XVarSource};
+use fewstep::objective::{
+    scale_count, valid_student_steps, DistillObjective, Loss, ObjectiveCtx, Round,
 };
+use fewstep::plugins::addim::Addim;
+use fewstep::plugins::ddim::Ddim;
 use fewstep::register_plugin;
 use fewstep::tensor::Batch;
 use rand::Rng;
@@ -60,8 +61,14 @@ fn student_steps() -> usize {
 fn rounds() -> usize {
     6
 }
+fn xvar_frac() -> f64 {
+    0.75
+}
 fn iters_per_round() -> u64 {
     10_000
+}
+fn teacher_integrator() -> Box<dyn Integrator> {
+    Box::new(Addim::default())
 }
 fn later_integrator() -> Box<dyn Integrator> {
     Box::new(Ddim {})
@@ -167,13 +174,18 @@ impl DistillObjective for Progressive {
         let ks: Vec<usize> = (0..rows)
             .map(|_| ctx.rng.gen_range(1..=round.student_steps))
             .collect();
-        let eps = normal(ctx, rows, dim);
+        let eps = ctx.normal(rows, dim);
         self.prepare(ctx, x, &round, &ks, &eps)?
             .student_loss(ctx, mean_square)
     }
 
     fn student_steps(&self) -> Option<usize> {
         Some(self.student_steps)
+    }
+
+    fn set_student_steps(&mut self, steps: usize) -> anyhow::Result<()> {
+        self.student_steps = valid_student_steps(steps)?;
+        Ok(())
     }
 
     fn round(&self, iteration: u64) -> Option<Round> {

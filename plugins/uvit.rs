@@ -6,8 +6,8 @@
 use dfdx::nn::modules::{LayerNorm1D, Linear, MultiHeadAttention, Repeated};
 use dfdx::nn::{ModuleVisitor, TensorCollection, TensorOptions};
 use dfdx::prelude::*;
-use fewstep::denoiser::{BuildCtx, Denoiser, DenoiserSpec, NetCtx};
-use fewstep::network::{build_network, silu, Network, VNet, FEATURES};
+use fewstep::denoiser::{DenoiserSpec, NetCtx, Network};
+use fewstep::network::{build_network, silu, VNet, FEATURES};
 use fewstep::register_plugin;
 use fewstep::tensor::Dev;
 use schemars::JsonSchema;
@@ -209,10 +209,6 @@ impl UVit {
 
 #[typetag::serde(name = "uvit")]
 impl DenoiserSpec for UVit {
-    fn build(&self, ctx: &BuildCtx) -> anyhow::Result<Box<dyn Denoiser>> {
-        fewstep::train::checkpoint::load_denoiser(self, ctx)
-    }
-
     #[rustfmt::skip]
     fn network(&self, ctx: &NetCtx) -> anyhow::Result<Box<dyn Network>> {
         use Size::*;

@@ -60,6 +60,17 @@ impl ConfigBuilder {
         self
     }
 
+    /// Applies `overrides` in the order they were given.
+    pub fn apply(mut self, overrides: &Overrides) -> Self {
+        for (key, setting) in &overrides.0 {
+            self = match setting {
+                Setting::Value(v) => self.set(key, Some(v.clone())),
+                Setting::Plugin(name) => self.plugin(key, Some(name)),
+            };
+        }
+        self
+    }
+
     /// The assembled table.
     pub fn table(&self) -> &Table {
         &self.table
@@ -69,6 +80,41 @@ impl ConfigBuilder {
     pub fn build<T: DeserializeOwned>(&self) -> Result<T> {
         T::deserialize(Value::Table(self.table.clone()))
             .map_err(|e| anyhow::anyhow!("invalid config: {e}"))
+    }
+}
+
+/// Settings from command-line flags or a workflow, layered over the defaults and the config file
+/// in the order they were added (the last setting of a key wins).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides(Vec<(String, Setting)>);
+
+#[derive(Clone, Debug)]
+enum Setting {
+    Value(Value),
+    Plugin(String),
+}
+
+impl Overrides {
+    /// Sets a plain key when the value is given (see [`ConfigBuilder::set`]).
+    pub fn set<V: Into<Value>>(mut self, key: &str, value: Option<V>) -> Self {
+        if let Some(v) = value {
+            self.0.push((key.to_string(), Setting::Value(v.into())));
+        }
+        self
+    }
+
+    /// Picks a plugin by name when given (see [`ConfigBuilder::plugin`]).
+    pub fn plugin(mut self, key: &str, name: Option<&str>) -> Self {
+        if let Some(name) = name {
+            self.0
+                .push((key.to_string(), Setting::Plugin(name.to_string())));
+        }
+        self
+    }
+
+    /// A path as a string value, when given.
+    pub fn path(self, key: &str, path: Option<&Path>) -> Self {
+        self.set(key, path.map(|p| p.display().to_string()))
     }
 }
 
@@ -115,5 +161,13 @@ pub fn non_negative<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Er
         Err(serde::de::Error::custom(format!(
             "expected a finite number >= 0, got {v}"
         )))
+    }
+}
+
+/// `deserialize_with` check for a count that must be at least 1.
+pub fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match <usize as serde::Deserialize>::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("expected an integer >= 1, got 0")),
+        n => Ok(n),
     }
 }

@@ -1,11 +1,17 @@
-//! Denoisers: x_hat = E[x | z_t], built by name from a config table.
+//! Denoisers: x_hat = E[x | z_t], built by name from the `[denoiser]` config table. The
+//! interfaces of the denoiser plugin kind live here, from the bottom up: [`Denoiser`] (what
+//! samplers evaluate), [`Student`] (a denoiser with a taped pass, what objectives train),
+//! [`Network`] (a trainable student with its optimiser state, what the trainer drives) and
+//! [`DenoiserSpec`] (the config table that builds either). Their generic implementation for dfdx
+//! modules is in [`crate::network`].
 
-use crate::network::Network;
+use crate::checkpoint;
 use crate::schedule::Schedule;
-use crate::tensor::{Batch, Coef, Dev, Rows};
-use anyhow::{bail, Result};
+use crate::tensor::{Batch, Coef, Dev, Rows, StateDict};
+use anyhow::{bail, Context, Result};
+use dfdx::prelude::{Gradients, OwnedTape, Tensor};
 use std::fmt::Debug;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The noise level a denoiser is evaluated at. Kept as log-SNR plus (alpha, sigma) so a denoiser
 /// can condition on whichever it needs, independent of the schedule that produced it.
@@ -60,6 +66,63 @@ pub trait Denoiser {
     }
 }
 
+/// A batch whose operations are being recorded for backpropagation.
+pub type TapedBatch = Tensor<(usize, usize), f32, Dev, OwnedTape<f32, Dev>>;
+
+/// The network being trained, seen from an objective.
+pub trait Student: Denoiser {
+    /// x_hat for `z`, recording the student's parameters on the tape of `z`.
+    fn denoise_taped(&self, z: TapedBatch, level: &Level) -> Result<TapedBatch>;
+}
+
+/// AdamW hyper-parameters of one update (the learning rate already warmed up).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamW {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+/// The parts of a network's state: training weights, their EMA (what is sampled), and AdamW's
+/// first and second moments. [`StateDict`] keys are `<part>.<module path>`.
+pub const PARTS: [&str; 4] = ["net", "ema", "adam_m", "adam_v"];
+
+/// A trainable network as the trainer sees it, type-erased.
+pub trait Network: Student {
+    /// A one-line description (plugin, preset, parameter count).
+    fn describe(&self) -> String;
+    fn num_params(&self) -> usize;
+    /// The network as a [`Student`] (training weights, with gradients).
+    fn as_student(&self) -> &dyn Student;
+    /// The training weights without gradients (the `target` of consistency objectives).
+    fn as_denoiser(&self) -> &dyn Denoiser;
+    /// The exponential moving average of the weights: the model that is sampled.
+    fn ema(&self) -> &dyn Denoiser;
+    fn into_ema(self: Box<Self>) -> Box<dyn Denoiser>;
+    /// A zeroed gradient buffer for the training weights (the tape of a forward pass).
+    fn alloc_grads(&self) -> Gradients<f32, Dev>;
+    /// The global L2 norm of the weights' gradients.
+    fn grad_norm(&self, grads: &mut Gradients<f32, Dev>) -> Result<f64>;
+    /// One AdamW update with gradients multiplied by `grad_scale` (clipping); `t` counts
+    /// updates from 1 (bias correction).
+    fn adamw(
+        &mut self,
+        grads: &mut Gradients<f32, Dev>,
+        opt: &AdamW,
+        t: u64,
+        grad_scale: f64,
+    ) -> Result<()>;
+    /// ema = decay * ema + (1 - decay) * weights.
+    fn update_ema(&mut self, decay: f64) -> Result<()>;
+    /// Every tensor of the given parts (all of [`PARTS`] for a checkpoint), by name.
+    fn state(&self, parts: &[&str]) -> StateDict;
+    /// Loads the given parts; errors name each tensor whose shape differs (both shapes) or that
+    /// is missing.
+    fn load_state(&mut self, state: &StateDict, parts: &[&str]) -> Result<()>;
+}
+
 /// What a denoiser config may need to build itself: the dataset (a mixture's parameters live in
 /// it), a checkpoint (network weights), and the device.
 #[derive(Clone, Debug)]
@@ -84,8 +147,33 @@ pub struct NetCtx {
 /// The `[denoiser]` config table: picks a denoiser by `name` and builds it.
 #[typetag::serde(tag = "name")]
 pub trait DenoiserSpec: Send + Sync + Debug {
-    /// A denoiser ready to sample (a network loads `ctx.checkpoint`).
-    fn build(&self, ctx: &BuildCtx) -> Result<Box<dyn Denoiser>>;
+    /// A denoiser ready to sample. The default, for network denoisers, is [`Self::network`]
+    /// with the EMA weights of `ctx.checkpoint` (a file or a run folder); other denoisers
+    /// (e.g. an exact one built from the data) implement their own.
+    fn build(&self, ctx: &BuildCtx) -> Result<Box<dyn Denoiser>> {
+        let Some(path) = &ctx.checkpoint else {
+            bail!(
+                "denoiser `{}` is a network: give it weights with --checkpoint FILE|DIR",
+                self.typetag_name()
+            );
+        };
+        let path = checkpoint::resolve(path)?;
+        let ck = checkpoint::load(&path, &["ema"])?;
+        let mut net = self.network(&NetCtx {
+            dev: ctx.dev.clone(),
+            row_shape: ck.meta.row_shape.clone(),
+            init: false,
+        })?;
+        net.load_state(&ck.state, &["ema"]).with_context(|| {
+            format!(
+                "{} holds {} at step {}",
+                path.display(),
+                ck.meta.network,
+                ck.meta.step
+            )
+        })?;
+        Ok(net.into_ema())
+    }
 
     /// A freshly initialised trainable network (network denoisers only).
     fn network(&self, _ctx: &NetCtx) -> Result<Box<dyn Network>> {
@@ -95,4 +183,19 @@ pub trait DenoiserSpec: Send + Sync + Debug {
             self.typetag_name()
         )
     }
+}
+
+/// The EMA network of a checkpoint (file or run folder), built from the checkpoint's own
+/// `[denoiser]` table: a teacher, or any trained model to sample or evaluate.
+pub fn trained(path: &Path, dev: &Dev) -> Result<Box<dyn Denoiser>> {
+    let path = checkpoint::resolve(path)?;
+    let meta = checkpoint::load(&path, &[])?.meta;
+    let spec: Box<dyn DenoiserSpec> = toml::Value::Table(checkpoint::denoiser_table(&meta)?)
+        .try_into()
+        .with_context(|| format!("the [denoiser] of {}", path.display()))?;
+    spec.build(&BuildCtx {
+        dev: dev.clone(),
+        data: None,
+        checkpoint: Some(path),
+    })
 }

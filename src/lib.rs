@@ -8,7 +8,7 @@
 // Plugins are written against `fewstep::...` paths, exactly as in an out-of-tree plugin crate.
 extern crate self as fewstep;
 
-pub mod calibration;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod data;
@@ -18,8 +18,11 @@ pub mod metrics;
 pub mod network;
 pub mod objective;
 pub mod plot;
+pub mod progress;
 pub mod registry;
+pub mod report;
 pub mod reproduce;
+pub mod run;
 pub mod sampling;
 pub mod schedule;
 pub mod schema;

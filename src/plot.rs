@@ -69,9 +69,9 @@ fn draw_panel(area: &DrawingArea<BitMapBackend, plotters::coord::Shift>, p: &Pan
     let fmt = |log: bool| {
         move |v: &f64| {
             if log {
-                crate::reproduce::fmt3(10f64.powf(*v))
+                crate::report::fmt3(10f64.powf(*v))
             } else {
-                crate::reproduce::fmt3(*v)
+                crate::report::fmt3(*v)
             }
         }
     };

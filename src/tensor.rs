@@ -3,6 +3,7 @@
 
 use crate::data::BatchValues;
 use dfdx::prelude::*;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The device every tensor lives on: `Cpu` by default, `Cuda` with the `cuda` feature.
@@ -11,6 +12,24 @@ pub type Dev = AutoDevice;
 pub type Batch = Tensor<(usize, usize), f32, Dev>;
 /// One value per row of a batch, `[batch]`.
 pub type Rows = Tensor<(usize,), f32, Dev>;
+
+/// The error of a fallible device operation.
+pub type DevErr = <Dev as HasErr>::Err;
+
+/// A device error as an `anyhow` error.
+pub fn dev_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("device error: {e:?}")
+}
+
+/// One tensor on the host: its shape and row-major values (checkpoints, network state).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// Named host tensors, sorted by name.
+pub type StateDict = BTreeMap<String, HostTensor>;
 
 /// A device seeded for reproducible noise: same seed, same samples on CPU.
 pub fn seeded_device(seed: u64) -> Dev {
@@ -84,25 +103,11 @@ impl Coef {
             Coef::Rows(r) => r.tensor.clone(),
         }
     }
-
-    /// The scalar value, if this is a scalar.
-    pub fn as_scalar(&self) -> Option<f64> {
-        match self {
-            Coef::Scalar(c) => Some(*c),
-            Coef::Rows(_) => None,
-        }
-    }
 }
 
 /// Squared L2 norm of each row: `[batch, dim] -> [batch]`.
 pub fn row_sq_norm(x: &Batch) -> Rows {
     x.clone().square().sum::<(usize,), Axis<1>>()
-}
-
-/// Per-row values broadcast to the shape of `like`.
-pub fn rows_like(r: Rows, like: &Batch) -> Batch {
-    let shape = *like.shape();
-    r.broadcast_like::<_, Axis<1>>(&shape)
 }
 
 /// A batch from host data (row-major `[batch, dim]`).
@@ -138,4 +143,12 @@ pub fn batch_to_device(dev: &Dev, values: BatchValues, batch: usize, dim: usize)
 /// Standard normal noise `[batch, dim]` from the device's seeded generator.
 pub fn normal(dev: &Dev, batch: usize, dim: usize) -> Batch {
     dev.sample_normal_like(&(batch, dim))
+}
+
+/// `n` standard normal draws from a host generator: noise that must repeat from a seed (training
+/// objectives, calibration) whatever the device.
+pub fn host_normal(rng: &mut impl rand::Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| rng.sample(rand_distr::StandardNormal))
+        .collect()
 }

@@ -1,8 +1,9 @@
 //! Datasets: the streaming loader, its validation, importers, shapes sets, inspect, h5py files.
 
+use fewstep::data::builtin::shapes;
 use fewstep::data::import::{import_arrays, import_png, Format, ImportOptions, Layout};
 use fewstep::data::inspect::{inspect, write_grid};
-use fewstep::data::{shapes, BatchValues, HostBatch, Loader, LoaderConfig};
+use fewstep::data::{BatchValues, HostBatch, Loader, LoaderConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

@@ -11,12 +11,12 @@ use dfdx::prelude::*;
 use fewstep::config::{plugin_from_toml, to_toml};
 use fewstep::data::Mixture;
 use fewstep::denoiser::{Denoiser, Level};
+use fewstep::denoiser::{Student, TapedBatch};
 use fewstep::integrator::{ddim_step_rows, Integrator, StepCtx, TeacherStep};
-use fewstep::objective::{DistillObjective, ObjectiveCtx, Round, Student, TapedBatch};
+use fewstep::objective::multistep::{teacher_steps, Draws, Flavour, Grid, Slot, XVarSource};
+use fewstep::objective::{DistillObjective, ObjectiveCtx, Round};
 use fewstep::plugins::gmm::GmmDenoiser;
-use fewstep::plugins::multistep::{
-    teacher_steps, Draws, Flavour, Grid, Multistep, Slot, XVarSource,
-};
+use fewstep::plugins::multistep_consistency::Multistep;
 use fewstep::plugins::progressive::Progressive;
 use fewstep::schedule::Schedule;
 use fewstep::tensor::{batch_from_vec, normal, seeded_device, Batch, Dev};
@@ -291,7 +291,7 @@ fn annealed_teacher_steps_and_grid_bookkeeping() {
     let mut rng = StdRng::seed_from_u64(3);
     let mut seen = [[0usize; 5]; 4];
     for _ in 0..4000 {
-        let slot = grid.draw(&mut rng);
+        let slot = grid.random_slot(&mut rng);
         seen[slot.step][slot.n_rel - 1] += 1;
     }
     // Uniform over the 20 slots: each ~200 times.
@@ -349,7 +349,7 @@ fn last_step_of_a_segment_is_eq8() {
     // Eq. 8: || f(z_t, t) - invDDIM_{t -> s}(z_s, z_t) || with z_s the aDDIM teacher step.
     let times = &p.times;
     let x_teacher = teacher.denoise(&p.z_t, &p.level_t).unwrap();
-    let xv = fewstep::plugins::multistep::x_var(XVarSource::Example, 0.75, &x_teacher, &x);
+    let xv = fewstep::objective::multistep::x_var(XVarSource::Example, 0.75, &x_teacher, &x);
     let z_s = obj
         .teacher_integrator
         .teacher_step(TeacherStep {
@@ -563,7 +563,7 @@ fn progressive_target_is_two_teacher_steps() {
             let xh = teacher
                 .denoise(&z, &Level::per_row(&dev, sch.as_ref(), from))
                 .unwrap();
-            let xv = fewstep::plugins::multistep::x_var(XVarSource::Example, 0.75, &xh, &x);
+            let xv = fewstep::objective::multistep::x_var(XVarSource::Example, 0.75, &xh, &x);
             z = integrator
                 .teacher_step(TeacherStep {
                     dev: &dev,
@@ -702,11 +702,11 @@ fn objective_configs_and_errors() {
     let defaults: [(&str, Box<dyn DistillObjective>); 3] = [
         (
             "multistep-cd",
-            Box::new(fewstep::plugins::multistep_cd::MultistepCd::default()),
+            Box::new(fewstep::plugins::multistep_consistency::MultistepCd::default()),
         ),
         (
             "multistep-ct",
-            Box::new(fewstep::plugins::multistep_ct::MultistepCt::default()),
+            Box::new(fewstep::plugins::multistep_consistency::MultistepCt::default()),
         ),
         ("progressive", Box::new(Progressive::default())),
     ];

@@ -2,8 +2,8 @@
 //! the exact denoiser.
 
 use fewstep::config::plugin_from_toml;
+use fewstep::data::builtin::mixtures;
 use fewstep::data::builtin::{write_set, BuiltSet};
-use fewstep::data::mixtures;
 use fewstep::data::{read_data, write_data, DataArray, Mixture};
 use fewstep::denoiser::{BuildCtx, Denoiser, DenoiserSpec, Level};
 use fewstep::integrator::Integrator;

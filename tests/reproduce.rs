@@ -204,7 +204,7 @@ fn shrink(t: &mut toml::Table, steps: &[i64]) {
 
 #[test]
 fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
-    use fewstep::cli::reproduce::TABLE4;
+    use fewstep::reproduce::TABLE4;
     let dir = tempfile::tempdir().unwrap();
     let quick = TABLE4.iter().find(|p| p.0 == "quick").unwrap().1;
     let cfg = preset(dir.path(), "t4.toml", quick, |t| {
@@ -237,8 +237,8 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
 
 #[test]
 fn scale_multiplies_every_schedule_length() {
-    use fewstep::cli::reproduce::TABLE3;
     use fewstep::reproduce::distill::{load, run_configs};
+    use fewstep::reproduce::TABLE3;
     let dir = tempfile::tempdir().unwrap();
     let resolved = |scale: f64| -> Vec<toml::Table> {
         let c = load("table3", TABLE3, "paper", None, scale).unwrap();
@@ -276,7 +276,7 @@ fn scale_multiplies_every_schedule_length() {
 
 #[test]
 fn reproduce_figure1_draws_trajectories() {
-    use fewstep::cli::reproduce::FIGURE1;
+    use fewstep::reproduce::FIGURE1;
     let dir = tempfile::tempdir().unwrap();
     let quick = FIGURE1.iter().find(|p| p.0 == "quick").unwrap().1;
     let cfg = preset(dir.path(), "f1.toml", quick, |t| {

@@ -5,9 +5,9 @@ mod common;
 
 use common::{integrator, max_diff, row, schedule, Gaussian};
 use dfdx::prelude::ZerosTensor;
-use fewstep::calibration::Calibration;
 use fewstep::config::plugin_from_toml;
 use fewstep::denoiser::{Denoiser, Level};
+use fewstep::integrator::xvar_table::XVarTable;
 use fewstep::integrator::{
     ddim_coeffs, ddim_step, ddim_step_rows, inv_ddim, inv_ddim_rows, Integrator, StepCtx,
     TeacherStep,
@@ -703,10 +703,10 @@ fn calibration_table_roundtrip_and_addim_table() {
     // A table holding the analytic values at the grid times reproduces analytic aDDIM there.
     let grid = uniform_grid(8);
     let values: Vec<f64> = grid.iter().map(|&t| 0.1 / (2.0 + sch.snr(t))).collect();
-    let table = Calibration::new(grid.clone(), values.clone()).unwrap();
+    let table = XVarTable::new(grid.clone(), values.clone()).unwrap();
     assert_eq!(table.times().first(), Some(&0.0), "stored increasing");
     table.save(&path).unwrap();
-    let back = Calibration::load(&path).unwrap();
+    let back = XVarTable::load(&path).unwrap();
     // serde_json reads floats to within an ulp, not always bit for bit.
     assert_eq!(back.times(), table.times());
     for (a, b) in back.values().iter().zip(table.values()) {
@@ -757,11 +757,11 @@ fn calibration_table_roundtrip_and_addim_table() {
         (vec![0.0, 0.0], vec![0.1, 0.2], "twice"),
         (vec![0.0, 0.5], vec![0.1, -0.2], "non-negative"),
     ] {
-        let e = Calibration::new(t, v).unwrap_err().to_string();
+        let e = XVarTable::new(t, v).unwrap_err().to_string();
         assert!(e.contains(why), "{e}");
     }
     std::fs::write(&path, "{\"t\": [0.0]}").unwrap();
-    let e = format!("{:#}", Calibration::load(&path).unwrap_err());
+    let e = format!("{:#}", XVarTable::load(&path).unwrap_err());
     assert!(e.contains("xvar"), "{e}");
 }
 

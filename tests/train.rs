@@ -5,14 +5,17 @@
 mod common;
 
 use common::Gaussian;
-use fewstep::cli::train::DEFAULTS;
+use fewstep::checkpoint;
 use fewstep::config::{plugin_from_toml, ConfigBuilder};
 use fewstep::data::{write_data, DataArray};
+use fewstep::denoiser::PARTS;
 use fewstep::denoiser::{BuildCtx, DenoiserSpec, Level, NetCtx};
-use fewstep::network::PARTS;
+use fewstep::integrator::xvar_table::XVarTable;
+use fewstep::run::sample::{sample, SampleConfig};
+use fewstep::run::train::DEFAULTS;
 use fewstep::schedule::Schedule;
 use fewstep::tensor::{batch_from_vec, seeded_device};
-use fewstep::train::{calibrate, checkpoint, train, train_step, LogLine, TrainConfig};
+use fewstep::train::{train, train_step, LogLine, TrainConfig};
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 
@@ -48,7 +51,7 @@ fn config(data: &Path, out: &Path, extra: &str) -> TrainConfig {
     b.build().unwrap()
 }
 
-fn state(path: &Path) -> fewstep::network::StateDict {
+fn state(path: &Path) -> fewstep::tensor::StateDict {
     checkpoint::load(path, &PARTS).unwrap().state
 }
 
@@ -345,7 +348,7 @@ fn calibration_matches_the_gaussian_posterior_variance() {
     let schedule: Box<dyn Schedule> = plugin_from_toml("name = \"cosine\"").unwrap();
     let grid = [0.0, 0.1, 0.5, 0.9, 1.0];
     let table =
-        calibrate::measure(&dev, &g, schedule.as_ref(), &x, 8, &grid, 0.75, 0, 1000).unwrap();
+        XVarTable::measure(&dev, &g, schedule.as_ref(), &x, 8, &grid, 0.75, 0, 1000).unwrap();
     for (&t, &v) in table.times().iter().zip(table.values()) {
         let (a, s) = schedule.alpha_sigma(t);
         let exact = 0.75 * g.gain_var(a, s).1;
@@ -363,15 +366,14 @@ fn sampling_a_run_folder_uses_its_network_and_shape() {
     let r = ring8_run();
     train(&config(&r.data, &r.out, "steps = 5"), false, false).unwrap();
     let samples = r.out.join("samples.h5");
-    let args = fewstep::cli::sample::Args {
-        checkpoint: Some(r.out.clone()),
-        steps: Some(4),
-        n: Some(100),
-        out: Some(samples.clone()),
-        ..Default::default()
-    };
-    let cfg = fewstep::cli::sample::SampleConfig::resolve(&args).unwrap();
-    let (drawn, nfe) = fewstep::cli::sample::draw(&cfg).unwrap();
+    let overrides = fewstep::config::Overrides::default()
+        .path("checkpoint", Some(&r.out))
+        .set("steps", Some(4))
+        .set("n", Some(100))
+        .path("out", Some(&samples));
+    let cfg = SampleConfig::resolve(None, &overrides).unwrap();
+    let done = sample(&cfg).unwrap();
+    let (drawn, nfe) = (done.samples, done.nfe);
     assert_eq!((drawn.shape.clone(), nfe), (vec![100, 2], 4));
     assert!(drawn.values.iter().all(|v| v.is_finite()));
     let again = fewstep::data::read_data(&samples).unwrap();

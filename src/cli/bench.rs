@@ -1,14 +1,12 @@
 //! `fewstep bench ...`: throughput measurements outside criterion (whole commands, big batches).
 
-use crate::cli::train::DEFAULTS;
-use crate::config::ConfigBuilder;
-use crate::data::{Loader, LoaderConfig};
-use crate::denoiser::NetCtx;
-use crate::tensor::{normal, seeded_device};
-use crate::train::{train_step, TrainConfig};
+use crate::config::Overrides;
+use crate::data::LoaderConfig;
+use crate::run::bench::{loader_rate, peak_rss, train_rate};
+use crate::run::train::{builder, DEFAULTS};
+use crate::train::TrainConfig;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCmd {
@@ -87,69 +85,36 @@ fn loader(a: LoaderArgs) -> Result<()> {
         },
         ..defaults
     };
-    let mut l = Loader::open(&a.file, cfg.clone())?;
-    let how = match (l.in_memory(), l.is_mapped()) {
-        (true, _) => "held in memory",
-        (false, true) => "mapped",
-        (false, false) => "read in windows",
-    };
+    let workers = cfg.workers;
+    let r = loader_rate(&a.file, cfg, a.epochs)?;
     eprintln!(
-        "{}: {} rows of {:?} ({how}), batch {}, {} batch threads",
+        "{}: {} rows of {:?} ({}), batch {}, {workers} batch threads",
         a.file.display(),
-        l.len(),
-        l.row_shape(),
+        r.rows,
+        r.row_shape,
+        r.mode,
         a.batch,
-        cfg.workers
     );
-    let per_epoch = (l.len() / a.batch).max(1);
-    let epoch_bytes = (per_epoch * a.batch * l.row_bytes()) as u64;
-    let mut rates = Vec::new();
-    for epoch in 0..a.epochs {
-        let t0 = Instant::now();
-        for _ in 0..per_epoch {
-            let b = l.next_batch()?;
-            l.recycle(b);
-        }
-        let rate = epoch_bytes as f64 / t0.elapsed().as_secs_f64() / MIB;
+    for (epoch, rate) in r.epochs.iter().enumerate() {
         println!("epoch {epoch}: loader {rate:.0} MiB/s");
-        rates.push(rate);
     }
-    let t0 = Instant::now();
-    let read = raw_read(&a.file)?;
-    let raw = read as f64 / t0.elapsed().as_secs_f64() / MIB;
-    let best = rates.iter().cloned().fold(0.0, f64::max);
+    let best = r.epochs.iter().cloned().fold(0.0, f64::max);
     println!(
-        "sequential read {raw:.0} MiB/s; best loader epoch {best:.0} MiB/s = {:.0}% of it",
-        100.0 * best / raw
+        "sequential read {:.0} MiB/s; best loader epoch {best:.0} MiB/s = {:.0}% of it",
+        r.raw_read,
+        100.0 * best / r.raw_read
     );
     println!(
         "{}",
         serde_json::json!({
             "name": "loader",
             "file": a.file,
-            "mode": how,
-            "loader_mib_per_s": rates,
-            "raw_read_mib_per_s": raw,
+            "mode": r.mode,
+            "loader_mib_per_s": r.epochs,
+            "raw_read_mib_per_s": r.raw_read,
         })
     );
     Ok(())
-}
-
-const MIB: f64 = (1u64 << 20) as f64;
-
-/// Reads the whole file sequentially in 1 MiB pieces (the baseline of loader throughput, also
-/// in `benches/loader.rs`); returns the bytes read.
-pub fn raw_read(path: &std::path::Path) -> Result<u64> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        match f.read(&mut buf)? {
-            0 => return Ok(total),
-            k => total += k as u64,
-        }
-    }
 }
 
 fn train(a: TrainArgs) -> Result<()> {
@@ -158,34 +123,14 @@ fn train(a: TrainArgs) -> Result<()> {
         (None, Some(s)) => s.clone(),
         _ => bail!("give the data row shape: --dim D (vectors) or --shape C,H,W (images)"),
     };
-    let cfg: TrainConfig = ConfigBuilder::from_defaults(DEFAULTS)?
-        .file(a.config.as_deref())?
+    let overrides = Overrides::default()
         .plugin("denoiser", Some(&a.model))
         .set("batch", Some(a.batch as i64))
-        .set("data", Some("(random rows)"))
-        .build()?;
-    let dev = seeded_device(cfg.seed);
-    let mut net = cfg.denoiser.network(&NetCtx {
-        dev: dev.clone(),
-        row_shape: row_shape.clone(),
-        init: true,
-    })?;
-    let dim = row_shape.iter().product();
-    let x = normal(&dev, a.batch, dim);
-    eprintln!(
-        "{} on rows {row_shape:?}, batch {}",
-        net.describe(),
-        a.batch
-    );
-    for step in 0..a.warmup {
-        train_step(&cfg, &dev, net.as_mut(), None, &x, step)?;
-    }
-    let t0 = Instant::now();
-    for step in a.warmup..a.warmup + a.steps {
-        train_step(&cfg, &dev, net.as_mut(), None, &x, step)?;
-    }
-    let s = t0.elapsed().as_secs_f64();
-    let rate = a.steps as f64 / s;
+        .set("data", Some("(random rows)"));
+    let cfg: TrainConfig = builder(DEFAULTS, a.config.as_deref(), &overrides, false)?.build()?;
+    let r = train_rate(&cfg, &row_shape, a.warmup, a.steps)?;
+    let rate = r.steps_per_s;
+    eprintln!("{} on rows {row_shape:?}, batch {}", r.network, a.batch);
     println!(
         "{:.2} steps/s ({:.1} ms/step, {:.0} samples/s); peak RSS {}",
         rate,
@@ -206,11 +151,4 @@ fn train(a: TrainArgs) -> Result<()> {
         })
     );
     Ok(())
-}
-
-/// Peak resident memory of this process (Linux `VmHWM`).
-fn peak_rss() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.trim_start_matches("VmHWM:").trim().to_string())
 }

@@ -1,8 +1,8 @@
 //! `fewstep data ...`: make built-in sets, import, inspect.
 
-use crate::data::builtin::{make_set, write_set, SETS};
+use crate::data::builtin::{describe, write_builtin};
 use crate::data::import::{import_arrays, import_png, Format, ImportOptions, Layout};
-use crate::data::{inspect, shapes};
+use crate::data::inspect;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 
@@ -79,28 +79,12 @@ pub fn run(cmd: DataCmd) -> Result<()> {
 }
 
 fn make(a: MakeArgs) -> Result<()> {
-    let about = SETS
-        .iter()
-        .find(|s| s.0 == a.name)
-        .map(|s| s.1)
-        .unwrap_or_default();
     let source = format!("fewstep data make {} --n {} --seed {}", a.name, a.n, a.seed);
-    let shape = match a.name.as_str() {
-        // Image sets are written as uint8, block by block.
-        "shapes16" | "shapes32" => {
-            let size = if a.name == "shapes16" { 16 } else { 32 };
-            shapes::write(&a.out, size, a.n, a.seed, &source)?;
-            vec![a.n, 3, size, size]
-        }
-        _ => {
-            let set = make_set(&a.name, a.n, a.seed)?;
-            write_set(&a.out, &set, &source)?;
-            set.data.shape
-        }
-    };
+    let shape = write_builtin(&a.out, &a.name, a.n, a.seed, &source)?;
     eprintln!(
-        "wrote {} ({about}): /data {shape:?} to {}",
+        "wrote {} ({}): /data {shape:?} to {}",
         a.name,
+        describe(&a.name),
         a.out.display()
     );
     Ok(())

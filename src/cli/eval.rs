@@ -1,9 +1,10 @@
 //! `fewstep eval`: sample-quality metrics of a sample file against a reference dataset.
 
-use crate::data::{self, DataArray, Mixture};
-use crate::metrics::{self, Metrics, SW_DIRECTIONS};
-use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use crate::data::DataArray;
+use crate::metrics::{Metrics, SW_DIRECTIONS};
+use crate::run::evaluate::{read_dataset, Reference};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -18,10 +19,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let samples = read(&a.samples, "samples")?;
-    let reference = read(&a.reference, "reference")?;
-    let mixture = Mixture::read(&a.reference)?;
-    let m = metrics::evaluate(&samples, &reference, mixture.as_ref()).with_context(|| {
+    let samples = read_dataset(&a.samples, "samples")?;
+    let reference = Reference::read(&a.reference)?;
+    let m = reference.score(&samples).with_context(|| {
         format!(
             "cannot compare {} with {}",
             a.samples.display(),
@@ -31,16 +31,9 @@ pub fn run(a: Args) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(&m)?);
     } else {
-        print!("{}", table(&a, &samples, &reference, &m));
+        print!("{}", table(&a, &samples, &reference.data, &m));
     }
     Ok(())
-}
-
-fn read(path: &Path, what: &str) -> Result<DataArray> {
-    if !path.is_file() {
-        bail!("{what} file {} does not exist", path.display());
-    }
-    data::read_data(path).with_context(|| format!("cannot read the {what}"))
 }
 
 fn table(a: &Args, samples: &DataArray, reference: &DataArray, m: &Metrics) -> String {

@@ -114,20 +114,6 @@ fn init_tracing(level: &str) {
         .try_init();
 }
 
-/// A progress bar on stderr (hidden when stderr is not a terminal).
-pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:>12} [{bar:40}] {pos}/{len} ({elapsed}, eta {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
-}
-
 /// `fewstep list | head` should end quietly like any Unix tool. Rust ignores SIGPIPE, which turns
 /// a closed pipe into a panic in `println!`; the default disposition ends the process instead.
 fn default_sigpipe() {

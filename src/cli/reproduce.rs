@@ -1,6 +1,6 @@
 //! `fewstep reproduce WHAT --preset P --out DIR`.
 
-use crate::reproduce::{distill, figure1, samplers};
+use crate::reproduce::{distill, figure1, samplers, FIGURE1, TABLE3, TABLE4};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -35,36 +35,6 @@ pub enum What {
     /// 1-D two-modes trajectories of 1, 2, 4-step consistency models and DDIM (PNG).
     Figure1,
 }
-
-/// Built-in presets per reproduction.
-pub const TABLE3: distill::Presets = &[
-    (
-        "quick",
-        include_str!("../../configs/reproduce/table3-quick.toml"),
-    ),
-    (
-        "paper",
-        include_str!("../../configs/reproduce/table3-paper.toml"),
-    ),
-];
-pub const TABLE4: distill::Presets = &[
-    (
-        "quick",
-        include_str!("../../configs/reproduce/table4-quick.toml"),
-    ),
-    (
-        "paper",
-        include_str!("../../configs/reproduce/table4-paper.toml"),
-    ),
-    (
-        "gpu",
-        include_str!("../../configs/reproduce/table4-gpu.toml"),
-    ),
-];
-pub const FIGURE1: distill::Presets = &[(
-    "quick",
-    include_str!("../../configs/reproduce/figure1-quick.toml"),
-)];
 
 pub fn run(a: Args) -> Result<()> {
     let cfg = a.config.as_deref();

@@ -24,7 +24,7 @@ macro_rules! defaults {
 pub fn config_kinds() -> Vec<ConfigKind> {
     use crate::reproduce::{distill::TableConfig, figure1::Figure1Config};
     vec![
-        ConfigKind::of::<super::sample::SampleConfig>(
+        ConfigKind::of::<crate::run::sample::SampleConfig>(
             "sample.schema.json",
             defaults!("sample.toml"),
         )

@@ -1,14 +1,12 @@
 //! `fewstep train`: train a network denoiser (the teacher of distillation, or a student).
 
-use crate::config::ConfigBuilder;
-use crate::train::{checkpoint, train, TrainConfig};
-use anyhow::{bail, Result};
+use crate::config::Overrides;
+use crate::run::train::{resolve, run as train};
+use crate::train::{TrainConfig, TrainOutcome};
+use anyhow::Result;
 use std::path::PathBuf;
 
-/// The built-in defaults (`configs/train.toml`).
-pub const DEFAULTS: &str = include_str!("../../configs/train.toml");
-
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Debug)]
 pub struct Args {
     /// Training data (HDF5 `/data`).
     #[arg(long)]
@@ -21,7 +19,7 @@ pub struct Args {
 }
 
 /// Flags shared by `fewstep train` and `fewstep distill`.
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// Run folder for checkpoints, log.jsonl and config.toml [default: run for train,
     /// run-student for distill].
@@ -45,69 +43,29 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// `defaults` (or, resuming, the checkpoint's config), then the config file, then the
-    /// shared flags.
-    pub fn builder(&self, defaults: &str) -> Result<ConfigBuilder> {
-        let base = if self.resume {
-            let out = match &self.out {
-                Some(o) => o.clone(),
-                None => {
-                    let b = ConfigBuilder::from_defaults(defaults)?.file(self.config.as_deref())?;
-                    match b.table().get("out").and_then(|v| v.as_str()) {
-                        Some(o) => PathBuf::from(o),
-                        None => bail!("--resume needs the run folder: pass --out DIR"),
-                    }
-                }
-            };
-            checkpoint::load(&checkpoint::latest(&out)?, &[])?
-                .meta
-                .config
-        } else {
-            defaults.to_string()
-        };
-        Ok(ConfigBuilder::from_defaults(&base)?
-            .file(self.config.as_deref())?
-            .set("out", path_str(&self.out))
+    /// The shared flags as overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides::default()
+            .path("out", self.out.as_deref())
             .set("steps", self.steps.map(|v| v as i64))
             .set("batch", self.batch.map(|v| v as i64))
-            .set("seed", self.seed.map(|v| v as i64)))
+            .set("seed", self.seed.map(|v| v as i64))
     }
-}
-
-/// A path flag as a TOML string value.
-pub fn path_str(p: &Option<PathBuf>) -> Option<String> {
-    p.as_ref().map(|p| p.display().to_string())
-}
-
-impl Args {
-    /// Defaults (or, resuming, the checkpoint's config), then the config file, then the flags.
-    pub fn resolve(&self) -> Result<TrainConfig> {
-        let b = self
-            .run
-            .builder(DEFAULTS)?
-            .plugin("denoiser", self.model.as_deref())
-            .set("data", path_str(&self.data));
-        require_data(&b)?;
-        b.build()
-    }
-}
-
-/// Refuses a config without `data`, naming the flag.
-pub fn require_data(b: &ConfigBuilder) -> Result<()> {
-    if !b.table().contains_key("data") {
-        bail!("no training data: pass --data FILE (HDF5 with `/data`)");
-    }
-    Ok(())
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let cfg = a.resolve()?;
+    let overrides = a
+        .run
+        .overrides()
+        .plugin("denoiser", a.model.as_deref())
+        .path("data", a.data.as_deref());
+    let cfg = resolve(a.run.config.as_deref(), &overrides, a.run.resume)?;
     run_config(&cfg, a.run.resume)
 }
 
 /// Trains `cfg` with a progress bar and prints the outcome.
 pub fn run_config(cfg: &TrainConfig, resume: bool) -> Result<()> {
-    let done = train(cfg, resume, true)?;
+    let done: TrainOutcome = train(cfg, resume)?;
     eprintln!(
         "trained {} steps in {:.1} s ({:.1} steps/s), final loss {:.4}; checkpoint {}",
         done.step,

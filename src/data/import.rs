@@ -145,7 +145,7 @@ pub fn import_arrays(
     let mut shape = vec![n];
     shape.extend(&row);
 
-    let bar = crate::cli::progress(n as u64, "import");
+    let bar = crate::progress::bar(n as u64, "import");
     let mut non_finite = 0u64;
     write_with(out, |file| {
         let mut w = match elem {
@@ -309,7 +309,7 @@ pub fn import_png(dir: &Path, out: &Path, opts: &ImportOptions) -> Result<Import
     let n = files.len();
     let shape = vec![n, c, h, w];
     let d = c * h * w;
-    let bar = crate::cli::progress(n as u64, "import");
+    let bar = crate::progress::bar(n as u64, "import");
     write_with(out, |file| {
         let mut wr = RowWriter::create::<u8>(file, &shape, opts.compress)?;
         let block = chunk_rows(n, d);

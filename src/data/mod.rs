@@ -8,9 +8,8 @@ pub mod import;
 pub mod inspect;
 pub mod loader;
 pub mod mixture;
-pub mod mixtures;
 pub mod npy;
-pub mod shapes;
+pub mod set;
 pub mod source;
 pub mod write;
 

@@ -6,14 +6,18 @@
 //! Every run folder is kept under `--out`: a finished teacher or student is reused, an
 //! unfinished one is resumed, so an interrupted reproduction continues where it stopped.
 
-use super::{builtin_set, fmt3, markdown_table, preset_text, write_text};
-use crate::cli::{distill, sample, train as train_cli};
-use crate::config::{clone_plugin, ConfigBuilder};
-use crate::data::{read_data, DataArray, Mixture};
+use super::{builtin_set, preset_text, write_text};
+use crate::checkpoint;
+use crate::config::{clone_plugin, ConfigBuilder, Overrides};
+use crate::data::{read_data, DataArray};
 use crate::integrator::Integrator;
-use crate::metrics::{evaluate, Metrics};
+use crate::metrics::Metrics;
 use crate::plot::{line_panels, Panel, Series};
-use crate::train::{checkpoint, train, LogLine, TrainConfig};
+use crate::report::{fmt3, markdown_table};
+use crate::run::evaluate::Reference;
+use crate::run::sample::{sample, SampleConfig};
+use crate::run::{distill, train as run_train};
+use crate::train::{LogLine, TrainConfig};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -21,7 +25,7 @@ use std::time::Instant;
 use toml::{Table, Value};
 
 /// Settings layered over a command's defaults (a TOML table).
-type Overrides = Table;
+type Settings = Table;
 
 /// A distillation table's settings (a preset or a `--config` file on top of one).
 #[derive(Serialize, Deserialize, schemars::JsonSchema, Debug)]
@@ -46,10 +50,10 @@ pub struct TableConfig {
     pub student_steps: Vec<usize>,
     /// `fewstep train` settings of the teacher (over configs/train.toml).
     #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
-    pub teacher: Overrides,
+    pub teacher: Settings,
     /// `fewstep distill` settings of every student (over configs/distill.toml).
     #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
-    pub student: Overrides,
+    pub student: Settings,
     /// The table's columns: one distillation method each.
     pub methods: Vec<Method>,
     /// Reference rows: the teacher itself sampled with an integrator.
@@ -74,11 +78,11 @@ pub struct Method {
     pub label: String,
     /// The student's `[objective]` table (over configs/distill.toml's).
     #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
-    pub objective: Overrides,
+    pub objective: Settings,
     /// Student settings of this method only (over the table's `student`).
     #[serde(default)]
     #[schemars(with = "serde_json::Map<String, serde_json::Value>")]
-    pub student: Overrides,
+    pub student: Settings,
 }
 
 /// A row below the table: the teacher sampled with `integrator` at `steps`.
@@ -168,15 +172,14 @@ pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
         let paths = Paths::new(out, name);
         builtin_set(&paths.data, name, cfg.data_n, cfg.seed)?;
         builtin_set(&paths.reference, name, cfg.reference_n, cfg.seed + 1)?;
-        let ref_data = read_data(&paths.reference)?;
-        let mixture = Mixture::read(&paths.reference)?;
+        let reference = Reference::read(&paths.reference)?;
         // Fresh exact samples score the floor that sampling noise alone sets.
         let exact = crate::data::builtin::make_set(name, cfg.n, cfg.seed + 2)?.data;
         cells.push(Cell {
             dataset: name.clone(),
             method: EXACT.into(),
             steps: 0,
-            metrics: evaluate(&exact, &ref_data, mixture.as_ref())?,
+            metrics: reference.score(&exact)?,
             train_s: 0.0,
         });
 
@@ -188,8 +191,8 @@ pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
             t0.elapsed().as_secs_f64()
         ));
         for b in &cfg.baselines {
-            let samples = draw(cfg, &paths, &paths.teacher, Some(b), &b.label)?;
-            let metrics = evaluate(&samples, &ref_data, mixture.as_ref())?;
+            let samples = sample_run(cfg, &paths, &paths.teacher, Some(b), &b.label)?;
+            let metrics = reference.score(&samples)?;
             cells.push(Cell {
                 dataset: name.clone(),
                 method: b.label.clone(),
@@ -203,8 +206,8 @@ pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
                 let student = student_config(cfg, &paths, m, s)?;
                 finish_run(&student, &format!("{} S={s}", m.label))?;
                 let train_s = logged_seconds(&student.out)?;
-                let samples = draw(cfg, &paths, &student.out, None, &slug(&m.label, s))?;
-                let metrics = evaluate(&samples, &ref_data, mixture.as_ref())?;
+                let samples = sample_run(cfg, &paths, &student.out, None, &slug(&m.label, s))?;
+                let metrics = reference.score(&samples)?;
                 note(&format!(
                     "{name}: {} with {s} steps: FD {} ({train_s:.0} s)",
                     m.label,
@@ -285,7 +288,7 @@ fn path_value(p: &Path) -> Option<Value> {
 
 fn teacher_config(cfg: &TableConfig, paths: &Paths) -> Result<TrainConfig> {
     let mut c: TrainConfig = with_table(
-        ConfigBuilder::from_defaults(train_cli::DEFAULTS)?,
+        ConfigBuilder::from_defaults(run_train::DEFAULTS)?,
         &cfg.teacher,
     )
     .set("data", path_value(&paths.data))
@@ -297,34 +300,21 @@ fn teacher_config(cfg: &TableConfig, paths: &Paths) -> Result<TrainConfig> {
     Ok(c)
 }
 
-/// The student of method `m` with `steps` student steps, resolved and scaled.
+/// The student of method `m` with `steps` student steps, resolved and scaled: distill defaults,
+/// the table's and the method's student settings, the objective, then what the teacher
+/// checkpoint implies; S is set through the objective.
 fn student_config(
     cfg: &TableConfig,
     paths: &Paths,
     m: &Method,
     steps: usize,
 ) -> Result<TrainConfig> {
-    let mut c: TrainConfig = student_builder(cfg, paths, m, steps)?.build()?;
-    c.scale_length(cfg.scale);
-    Ok(c)
-}
-
-/// The student of method `m` with `steps` student steps: distill defaults, the table's and the
-/// method's student settings, the objective, then what the teacher checkpoint implies.
-fn student_builder(
-    cfg: &TableConfig,
-    paths: &Paths,
-    m: &Method,
-    steps: usize,
-) -> Result<ConfigBuilder> {
-    let mut objective = m.objective.clone();
-    objective.insert("student_steps".into(), Value::Integer(steps as i64));
     let b = with_table(
         ConfigBuilder::from_defaults(distill::DEFAULTS)?,
         &cfg.student,
     );
     let b = with_table(b, &m.student)
-        .set("objective", Some(Value::Table(objective)))
+        .set("objective", Some(Value::Table(m.objective.clone())))
         .set("data", path_value(&paths.data))
         .set("out", path_value(&paths.root.join(slug(&m.label, steps))))
         .set("seed", Some(cfg.seed as i64));
@@ -336,31 +326,29 @@ fn student_builder(
     };
     // The student is the teacher's network; before the teacher exists, resolve against the
     // teacher's config instead of its checkpoint.
-    if checkpoint::latest(&paths.teacher).is_ok() {
-        return distill::from_teacher(b, &paths.teacher);
-    }
-    let teacher = teacher_config(cfg, paths)?;
-    let b = b.set("denoiser", Some(Value::try_from(&teacher.denoiser)?));
-    b.build::<TrainConfig>()
-        .with_context(|| format!("the student of method `{}` with {steps} steps", m.label))?;
-    Ok(b)
+    let b = match checkpoint::latest(&paths.teacher) {
+        Ok(_) => distill::from_teacher(b, &paths.teacher)?,
+        Err(_) => {
+            let teacher = teacher_config(cfg, paths)?;
+            b.set("denoiser", Some(Value::try_from(&teacher.denoiser)?))
+        }
+    };
+    let what = || format!("the student of method `{}` with {steps} steps", m.label);
+    let mut c: TrainConfig = b.build().with_context(what)?;
+    c.objective.set_student_steps(steps).with_context(what)?;
+    c.scale_length(cfg.scale);
+    Ok(c)
 }
 
 /// Trains `cfg` to its last step: reuses a finished run, resumes an unfinished one.
 fn finish_run(cfg: &TrainConfig, what: &str) -> Result<()> {
-    let at = checkpoint::list(&cfg.out)?.last().map(|(s, _)| *s);
-    match at {
-        Some(s) if s >= cfg.steps => {
-            eprintln!("{what}: reusing {} (step {s})", cfg.out.display());
-            Ok(())
-        }
-        resume => {
-            let r = resume.is_some();
-            train(cfg, r, true)
-                .map(|_| ())
-                .with_context(|| format!("training {what} in {}", cfg.out.display()))
-        }
+    let done = run_train::finish(cfg)
+        .with_context(|| format!("training {what} in {}", cfg.out.display()))?;
+    if done.is_none() {
+        let step = checkpoint::list(&cfg.out)?.last().map_or(0, |(s, _)| *s);
+        eprintln!("{what}: reusing {} (step {step})", cfg.out.display());
     }
+    Ok(())
 }
 
 /// The training time `log.jsonl` records for a finished run (of its last start), so a reused
@@ -376,23 +364,24 @@ fn logged_seconds(run: &Path) -> Result<f64> {
 
 /// Samples the checkpoint in `run` (a student by its own defaults, or with `baseline`'s
 /// integrator and steps) into `root/samples/<name>.h5`.
-fn draw(
+fn sample_run(
     cfg: &TableConfig,
     paths: &Paths,
     run: &Path,
     baseline: Option<&Baseline>,
     name: &str,
 ) -> Result<DataArray> {
-    let args = sample::Args {
-        checkpoint: Some(run.to_path_buf()),
-        data: Some(paths.data.clone()),
-        n: Some(cfg.n),
-        seed: Some(cfg.seed),
-        out: Some(paths.root.join("samples").join(format!("{name}.h5"))),
-        steps: baseline.map(|b| b.steps),
-        ..Default::default()
-    };
-    let mut sc = sample::SampleConfig::resolve(&args)?;
+    let overrides = Overrides::default()
+        .path("checkpoint", Some(run))
+        .set("n", Some(cfg.n as i64))
+        .set("seed", Some(cfg.seed as i64))
+        .set("steps", baseline.map(|b| b.steps as i64))
+        .path("data", Some(&paths.data))
+        .path(
+            "out",
+            Some(&paths.root.join("samples").join(format!("{name}.h5"))),
+        );
+    let mut sc = SampleConfig::resolve(None, &overrides)?;
     if let Some(b) = baseline {
         sc.integrator = clone_plugin(&b.integrator)?;
     }
@@ -400,12 +389,12 @@ fn draw(
         return Ok(done);
     }
     std::fs::create_dir_all(paths.root.join("samples"))?;
-    Ok(sample::draw(&sc)?.0)
+    Ok(sample(&sc)?.samples)
 }
 
 /// The samples already at `sc.out` when they were drawn with the same config from the same
 /// checkpoint step, after that checkpoint was written (a rerun then costs nothing).
-fn earlier_samples(sc: &sample::SampleConfig) -> Result<Option<DataArray>> {
+fn earlier_samples(sc: &SampleConfig) -> Result<Option<DataArray>> {
     let (Ok(file), Some(ck)) = (hdf5::File::open(&sc.out), &sc.checkpoint) else {
         return Ok(None);
     };

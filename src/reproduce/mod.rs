@@ -7,7 +7,38 @@ pub mod samplers;
 
 use crate::data::builtin::{make_set, write_set};
 use anyhow::{bail, Context, Result};
+use distill::Presets;
 use std::path::Path;
+
+/// Built-in presets per reproduction.
+pub const TABLE3: Presets = &[
+    (
+        "quick",
+        include_str!("../../configs/reproduce/table3-quick.toml"),
+    ),
+    (
+        "paper",
+        include_str!("../../configs/reproduce/table3-paper.toml"),
+    ),
+];
+pub const TABLE4: Presets = &[
+    (
+        "quick",
+        include_str!("../../configs/reproduce/table4-quick.toml"),
+    ),
+    (
+        "paper",
+        include_str!("../../configs/reproduce/table4-paper.toml"),
+    ),
+    (
+        "gpu",
+        include_str!("../../configs/reproduce/table4-gpu.toml"),
+    ),
+];
+pub const FIGURE1: Presets = &[(
+    "quick",
+    include_str!("../../configs/reproduce/figure1-quick.toml"),
+)];
 
 /// The TOML of preset `preset` among `presets` for `reproduce what`, or an error listing the
 /// valid ones.
@@ -51,30 +82,4 @@ pub fn write_text(dir: &Path, name: &str, text: &str) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let path = dir.join(name);
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
-}
-
-/// A markdown table from a header and rows of cells.
-pub fn markdown_table(header: &[String], rows: &[Vec<String>]) -> String {
-    let mut s = format!(
-        "| {} |\n|{}|\n",
-        header.join(" | "),
-        header.iter().map(|_| "---").collect::<Vec<_>>().join("|")
-    );
-    for r in rows {
-        s.push_str(&format!("| {} |\n", r.join(" | ")));
-    }
-    s
-}
-
-/// A number in 3 significant digits, the tables' format.
-pub fn fmt3(v: f64) -> String {
-    if !v.is_finite() {
-        return format!("{v}");
-    }
-    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e4) {
-        format!("{v:.2e}")
-    } else {
-        let digits = (2 - v.abs().log10().floor() as i32).clamp(0, 6) as usize;
-        format!("{v:.digits$}")
-    }
 }

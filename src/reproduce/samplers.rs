@@ -1,21 +1,24 @@
 //! `fewstep reproduce samplers`: FD and SW2 against steps for every integrator, with the exact
 //! Gaussian-mixture denoiser (paper Figure 3 / A.4, without training error).
 
-use super::{fmt3, markdown_table, write_text};
+use super::builtin_set;
+use super::write_text;
 use crate::config::ConfigBuilder;
-use crate::data::builtin::{make_set, write_set};
-use crate::data::{read_data, DataArray, Mixture};
+use crate::data::builtin::make_set;
+use crate::data::DataArray;
 use crate::denoiser::{BuildCtx, DenoiserSpec};
 use crate::integrator::Integrator;
-use crate::metrics::{evaluate, Metrics};
+use crate::metrics::Metrics;
 use crate::plot::{line_panels, Panel, Series};
 use crate::registry;
+use crate::report::{fmt3, markdown_table};
+use crate::run::evaluate::Reference;
 use crate::sampling::sample;
 use crate::schedule::{uniform_grid, Schedule};
 use crate::tensor::{batch_from_vec, normal, seeded_device};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const QUICK: &str = include_str!("../../configs/reproduce/samplers-quick.toml");
 
@@ -61,12 +64,14 @@ pub fn load(preset: &str, config: Option<&Path>) -> Result<SamplersConfig> {
 pub fn run(cfg: &SamplersConfig, out: &Path) -> Result<String> {
     let integrators = integrator_list(cfg)?;
     let total: usize = cfg.datasets.len() * integrators.len() * cfg.steps.iter().sum::<usize>();
-    let bar = crate::cli::progress(total as u64, "samplers");
+    let bar = crate::progress::bar(total as u64, "samplers");
     let mut rows = Vec::new();
     let mut floors = Vec::new();
     for name in &cfg.datasets {
-        let (reference, mixture, path) = reference_set(cfg, name, out)?;
-        floors.push((name.clone(), exact_floor(cfg, name, &reference, &mixture)?));
+        let (reference, path) = reference_set(cfg, name, out)?;
+        // Fresh exact samples score the floor that sampling noise alone sets.
+        let fresh = make_set(name, cfg.n, cfg.seed + 2)?;
+        floors.push((name.clone(), reference.score(&fresh.data)?));
         let dev = seeded_device(cfg.seed);
         let denoiser = cfg.denoiser.build(&BuildCtx {
             dev: dev.clone(),
@@ -90,7 +95,7 @@ pub fn run(cfg: &SamplersConfig, out: &Path) -> Result<String> {
                 )
                 .with_context(|| format!("{label} with {steps} steps on {name}"))?;
                 let samples = DataArray::new(s.samples.as_vec(), vec![cfg.n, dim]);
-                let metrics = evaluate(&samples, &reference, Some(&mixture))?;
+                let metrics = reference.score(&samples)?;
                 rows.push(Row {
                     dataset: name.clone(),
                     integrator: label.clone(),
@@ -143,40 +148,18 @@ fn integrator_label(i: &dyn Integrator) -> Result<String> {
     })
 }
 
-/// The reference set `out/data/NAME.h5`, made if missing.
-fn reference_set(
-    cfg: &SamplersConfig,
-    name: &str,
-    out: &Path,
-) -> Result<(DataArray, Mixture, std::path::PathBuf)> {
+/// The reference set `out/data/NAME.h5` (made if missing), which must be a mixture.
+fn reference_set(cfg: &SamplersConfig, name: &str, out: &Path) -> Result<(Reference, PathBuf)> {
     let path = out.join("data").join(format!("{name}.h5"));
-    if !path.exists() {
-        let set = make_set(name, cfg.reference_n, cfg.seed + 1)?;
-        write_set(
-            &path,
-            &set,
-            &format!("fewstep reproduce samplers reference ({name})"),
-        )?;
-    }
-    let data = read_data(&path)?;
-    let mixture = Mixture::read(&path)?.with_context(|| {
-        format!(
+    builtin_set(&path, name, cfg.reference_n, cfg.seed + 1)?;
+    let reference = Reference::read(&path)?;
+    if reference.mixture.is_none() {
+        bail!(
             "{} has no /mixture; `reproduce samplers` needs mixture data",
             path.display()
-        )
-    })?;
-    Ok((data, mixture, path))
-}
-
-/// The metrics of fresh exact samples against the reference: the floor sampling noise sets.
-fn exact_floor(
-    cfg: &SamplersConfig,
-    name: &str,
-    reference: &DataArray,
-    mixture: &Mixture,
-) -> Result<Metrics> {
-    let fresh = make_set(name, cfg.n, cfg.seed + 2)?;
-    evaluate(&fresh.data, reference, Some(mixture))
+        );
+    }
+    Ok((reference, path))
 }
 
 fn report(cfg: &SamplersConfig, rows: &[Row], floors: &[(String, Metrics)]) -> String {

@@ -6,25 +6,32 @@
 //! randomness (times, noise) comes from a host generator seeded with `(seed, step)`; the loader
 //! is seeded and a resumed run skips the batches already used. So on CPU, N steps then a resume
 //! to 2N gives bit-identical weights to 2N steps straight.
+//!
+//! The parts: [`setup`] (loader, network, teacher, resume or initial weights, the run folder),
+//! [`step`] (one optimisation step), [`rounds`] (the frozen teachers of later rounds) and [`log`]
+//! (`log.jsonl`); [`train`] walks the steps and writes checkpoints.
 
-pub mod calibrate;
-pub mod checkpoint;
+pub mod log;
+mod rounds;
+pub mod setup;
+pub mod step;
 
-use crate::data::loader::{Loader, LoaderConfig};
-use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec, NetCtx};
-use crate::network::{AdamW, Network, StateDict, PARTS};
-use crate::objective::{scale_count, DistillObjective, ObjectiveCtx};
+pub use log::LogLine;
+pub use setup::load_teacher;
+pub use step::{step_rng, train_step, StepStats};
+
+use crate::checkpoint::{self, Meta};
+use crate::denoiser::{AdamW, DenoiserSpec, PARTS};
+use crate::objective::{scale_count, DistillObjective};
 use crate::schedule::Schedule;
-use crate::tensor::{batch_to_device, seeded_device, Batch, Dev};
-use anyhow::{bail, Context, Result};
-use checkpoint::Meta;
-use dfdx::prelude::*;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
+use crate::tensor::{batch_to_device, seeded_device};
+use anyhow::{bail, Result};
+use log::Window;
+use rounds::RoundTeacher;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Instant;
 
 /// A fully resolved training config, read by `fewstep train` and `fewstep distill` (defaults:
 /// `configs/train.toml`, `configs/distill.toml`).
@@ -137,69 +144,6 @@ impl TrainConfig {
     }
 }
 
-/// What one step measured.
-#[derive(Clone, Copy, Debug)]
-pub struct StepStats {
-    pub loss: f64,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f64,
-    pub lr: f64,
-}
-
-/// The host generator of step `step`: a function of the run seed and the step only, so a
-/// resumed run draws what the uninterrupted run would have.
-pub fn step_rng(seed: u64, step: u64) -> StdRng {
-    StdRng::seed_from_u64(seed ^ (step.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-}
-
-/// One optimisation step (0-based `step`) on the data batch `x`: loss, backward, clip, AdamW,
-/// EMA. A non-finite loss or gradient norm is an error and leaves the network untouched.
-pub fn train_step(
-    cfg: &TrainConfig,
-    dev: &Dev,
-    net: &mut dyn Network,
-    teacher: Option<&dyn Denoiser>,
-    x: &Batch,
-    step: u64,
-) -> Result<StepStats> {
-    let mut rng = step_rng(cfg.seed, step);
-    let loss = {
-        let mut ctx = ObjectiveCtx::new(
-            dev,
-            cfg.schedule.as_ref(),
-            net.as_student(),
-            net.as_denoiser(),
-            teacher,
-            step,
-            &mut rng,
-            net.alloc_grads(),
-        );
-        cfg.objective.loss(&mut ctx, x)?
-    };
-    let value = f64::from(loss.array());
-    if !value.is_finite() {
-        bail!("the loss is {value} at step {}", step + 1);
-    }
-    let mut grads = loss.backward();
-    let grad_norm = net.grad_norm(&mut grads)?;
-    if !grad_norm.is_finite() {
-        bail!("the gradient norm is {grad_norm} at step {}", step + 1);
-    }
-    let scale = if cfg.grad_clip > 0.0 && grad_norm > cfg.grad_clip {
-        cfg.grad_clip / grad_norm
-    } else {
-        1.0
-    };
-    let opt = cfg.adamw(step);
-    net.adamw(&mut grads, &opt, step + 1, scale)?;
-    net.update_ema(cfg.ema_decay_at(step))?;
-    Ok(StepStats {
-        loss: value,
-        grad_norm,
-        lr: opt.lr,
-    })
-}
-
 /// How a run ended.
 #[derive(Clone, Debug)]
 pub struct TrainOutcome {
@@ -216,92 +160,15 @@ pub struct TrainOutcome {
 pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOutcome> {
     cfg.check()?;
     let dev = seeded_device(cfg.seed);
-    let mut loader = Loader::open(&cfg.data, LoaderConfig::new(cfg.batch, cfg.seed))?;
-    let row_shape = loader.row_shape();
-    let dim = loader.row_dim();
-    let mut net = cfg.denoiser.network(&NetCtx {
-        dev: dev.clone(),
-        row_shape: row_shape.clone(),
-        init: true,
-    })?;
-    tracing::info!("network: {}", net.describe());
-    let teacher = load_teacher(cfg, &dev)?;
-
-    let mut start = 0;
-    let mut last = None;
-    if resume {
-        let path = checkpoint::latest(&cfg.out)?;
-        let ck = checkpoint::load(&path, &PARTS)?;
-        if ck.meta.row_shape != row_shape {
-            bail!(
-                "{} was trained on rows of shape {:?}; {} has rows of shape {:?}",
-                path.display(),
-                ck.meta.row_shape,
-                cfg.data.display(),
-                row_shape
-            );
-        }
-        net.load_state(&ck.state, &PARTS)
-            .with_context(|| format!("{} holds {}", path.display(), ck.meta.network))?;
-        start = ck.meta.step;
-        if start >= cfg.steps {
-            bail!(
-                "{} is already at step {start}; ask for more with --steps (now {})",
-                path.display(),
-                cfg.steps
-            );
-        }
-        // The loader's stream depends only on its seed: skipping the batches already used puts
-        // it where the interrupted run was.
-        for _ in 0..start {
-            let b = loader.next_batch()?;
-            loader.recycle(b);
-        }
-        truncate_log(&cfg.out.join("log.jsonl"), start)?;
-        tracing::info!("resuming from {} at step {start}", path.display());
-        last = Some(path);
-    } else if let Some((step, path)) = checkpoint::list(&cfg.out)?.pop() {
-        bail!(
-            "{} already holds a run (latest checkpoint {} at step {step}): pass --resume to \
-             continue it, or choose another --out",
-            cfg.out.display(),
-            path.display()
-        );
-    } else if let Some(init) = &cfg.init {
-        let path = checkpoint::resolve(init)?;
-        let ck = checkpoint::load(&path, &["ema"])?;
-        let both: StateDict = ck
-            .state
-            .iter()
-            .flat_map(|(k, t)| {
-                let name = k.trim_start_matches("ema.");
-                [(format!("net.{name}"), t.clone()), (k.clone(), t.clone())]
-            })
-            .collect();
-        net.load_state(&both, &["net", "ema"])
-            .with_context(|| format!("{} holds {}", path.display(), ck.meta.network))?;
-        tracing::info!("initialised from {}", path.display());
-    }
-    let stale_rounds = cfg.out.join("rounds");
-    if !resume && stale_rounds.exists() {
-        // Round teachers of an earlier run that never wrote a checkpoint: not this run's.
-        std::fs::remove_dir_all(&stale_rounds)
-            .with_context(|| format!("cannot remove {}", stale_rounds.display()))?;
-    }
-    std::fs::create_dir_all(&cfg.out)
-        .with_context(|| format!("cannot create {}", cfg.out.display()))?;
+    let mut run = setup::Run::open(cfg, &dev, resume)?;
     let config_toml = crate::config::to_toml(cfg)?;
-    std::fs::write(cfg.out.join("config.toml"), &config_toml)?;
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(cfg.out.join("log.jsonl"))?;
-    let about = net.describe();
+    let mut log = setup::prepare_folder(cfg, resume, &config_toml)?;
+    let about = run.net.describe();
     // A checkpoint after `step` iterations records the S of the round the last one trained.
     let meta = |step: u64| Meta {
         step,
         config: config_toml.clone(),
-        row_shape: row_shape.clone(),
+        row_shape: run.row_shape.clone(),
         network: about.clone(),
         student_steps: step
             .checked_sub(1)
@@ -311,22 +178,26 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
     };
     let mut rounds = RoundTeacher::default();
 
-    let bar = bar(cfg.steps, start, progress);
+    let bar = crate::progress::bar(cfg.steps, "training");
+    if !progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_position(run.start);
     let t0 = Instant::now();
     let mut window = Window::new(Instant::now());
     let mut outcome_loss = f64::NAN;
-    for step in start..cfg.steps {
+    for step in run.start..cfg.steps {
         if let Some(r) = cfg.objective.round(step).filter(|r| r.index > 0) {
-            rounds.enter(&r, &cfg.out, &dev, || net.state(&PARTS), meta(r.start))?;
+            rounds.enter(&r, &cfg.out, &dev, || run.net.state(&PARTS), meta(r.start))?;
         }
-        let active = rounds.teacher().or(teacher.as_deref());
+        let active = rounds.teacher().or(run.teacher.as_deref());
         let waited = Instant::now();
-        let b = loader.next_batch()?;
+        let b = run.loader.next_batch()?;
         window.wait(waited.elapsed());
-        let x = batch_to_device(&dev, b.values, b.rows, dim);
-        let stats = train_step(cfg, &dev, net.as_mut(), active, &x, step).map_err(|e| {
+        let x = batch_to_device(&dev, b.values, b.rows, run.dim);
+        let stats = train_step(cfg, &dev, run.net.as_mut(), active, &x, step).map_err(|e| {
             bar.abandon();
-            let kept = match &last {
+            let kept = match &run.last {
                 Some(p) => format!("the last good checkpoint is {}", p.display()),
                 None => "no checkpoint was written yet".to_string(),
             };
@@ -346,174 +217,19 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         }
         bar.inc(1);
         if done % cfg.checkpoint_every == 0 || done == cfg.steps {
-            let path = checkpoint::save(&cfg.out, &meta(done), &net.state(&PARTS))?;
+            let path = checkpoint::save(&cfg.out, &meta(done), &run.net.state(&PARTS))?;
             checkpoint::prune(&cfg.out, cfg.keep_checkpoints)?;
             tracing::info!("step {done}: wrote {}", path.display());
-            last = Some(path);
+            run.last = Some(path);
         }
     }
     bar.finish_and_clear();
     let seconds = t0.elapsed().as_secs_f64();
     Ok(TrainOutcome {
         step: cfg.steps,
-        checkpoint: last.expect("the last step writes a checkpoint"),
+        checkpoint: run.last.expect("the last step writes a checkpoint"),
         loss: outcome_loss,
-        steps_per_s: (cfg.steps - start) as f64 / seconds,
+        steps_per_s: (cfg.steps - run.start) as f64 / seconds,
         seconds,
     })
-}
-
-/// The teacher of a round after the first (see [`DistillObjective::round`]): the student as it
-/// was when the round began, frozen. It is saved as `rounds/ckpt-<start>.safetensors` in the
-/// run folder (out of reach of checkpoint pruning), so a run resumed inside the round reloads
-/// the same teacher.
-#[derive(Default)]
-struct RoundTeacher {
-    current: Option<(usize, Box<dyn Denoiser>)>,
-}
-
-impl RoundTeacher {
-    /// Makes round `r`'s teacher current: loads it, or first saves the student's `state` as it.
-    fn enter(
-        &mut self,
-        r: &crate::objective::Round,
-        out: &Path,
-        dev: &Dev,
-        state: impl FnOnce() -> StateDict,
-        meta: Meta,
-    ) -> Result<()> {
-        if self.current.as_ref().is_some_and(|(i, _)| *i == r.index) {
-            return Ok(());
-        }
-        let dir = out.join("rounds");
-        let path = dir.join(checkpoint::file_name(r.start));
-        if !path.exists() {
-            checkpoint::save(&dir, &meta, &state())?;
-            tracing::info!("round {} teacher: {}", r.index, path.display());
-        }
-        let teacher = checkpoint::load_sampler(&path, dev)
-            .with_context(|| format!("cannot load the teacher of round {}", r.index))?;
-        self.current = Some((r.index, teacher));
-        Ok(())
-    }
-
-    fn teacher(&self) -> Option<&dyn Denoiser> {
-        self.current.as_ref().map(|(_, t)| t.as_ref())
-    }
-}
-
-/// The run's teacher: a checkpoint's EMA network, or a denoiser plugin built on the data.
-pub fn load_teacher(cfg: &TrainConfig, dev: &Dev) -> Result<Option<Box<dyn Denoiser>>> {
-    match (&cfg.teacher, &cfg.teacher_denoiser) {
-        (Some(_), Some(_)) => bail!(
-            "the config sets both `teacher` (a checkpoint) and `[teacher_denoiser]`: keep one"
-        ),
-        (Some(path), None) => checkpoint::load_sampler(path, dev)
-            .map(Some)
-            .with_context(|| format!("cannot load the teacher {}", path.display())),
-        (None, Some(spec)) => spec
-            .build(&BuildCtx {
-                dev: dev.clone(),
-                data: Some(cfg.data.clone()),
-                checkpoint: None,
-            })
-            .map(Some)
-            .context("cannot build the teacher denoiser"),
-        (None, None) => Ok(None),
-    }
-}
-
-/// One line of `log.jsonl`: means over the steps since the previous line.
-#[derive(Serialize, Deserialize, Debug)]
-pub struct LogLine {
-    pub step: u64,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub steps_per_s: f64,
-    pub samples_per_s: f64,
-    pub elapsed_s: f64,
-    /// Share of the window's wall time spent waiting for the loader's next batch (near 0 when
-    /// data keeps up). Absent from logs written before it existed.
-    #[serde(default)]
-    pub data_wait: f64,
-}
-
-struct Window {
-    since: Instant,
-    n: u64,
-    loss: f64,
-    grad_norm: f64,
-    lr: f64,
-    waited: Duration,
-}
-
-impl Window {
-    fn new(since: Instant) -> Self {
-        Window {
-            since,
-            n: 0,
-            loss: 0.0,
-            grad_norm: 0.0,
-            lr: 0.0,
-            waited: Duration::ZERO,
-        }
-    }
-
-    fn wait(&mut self, d: Duration) {
-        self.waited += d;
-    }
-
-    fn add(&mut self, s: &StepStats) {
-        self.n += 1;
-        self.loss += s.loss;
-        self.grad_norm += s.grad_norm;
-        self.lr = s.lr;
-    }
-
-    fn line(&self, step: u64, batch: usize, t0: Instant) -> LogLine {
-        let n = self.n.max(1) as f64;
-        let wall = self.since.elapsed().as_secs_f64().max(1e-9);
-        let rate = n / wall;
-        LogLine {
-            step,
-            loss: self.loss / n,
-            lr: self.lr,
-            grad_norm: self.grad_norm / n,
-            steps_per_s: rate,
-            samples_per_s: rate * batch as f64,
-            elapsed_s: t0.elapsed().as_secs_f64(),
-            data_wait: (self.waited.as_secs_f64() / wall).min(1.0),
-        }
-    }
-}
-
-/// Drops log lines past `step` (written after the checkpoint a run resumes from).
-fn truncate_log(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| serde_json::from_str::<LogLine>(l).is_ok_and(|l| l.step <= step))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(path, kept)?;
-    Ok(())
-}
-
-fn bar(steps: u64, start: u64, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(steps);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "training [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_position(start);
-    bar
 }

@@ -32,13 +32,14 @@
 
 use anyhow::Result;
 use dfdx::shapes::HasShape;
+use fewstep::config::at_least_one;
 use fewstep::denoiser::Level;
 use fewstep::integrator::{Integrator, TeacherStep};
-use fewstep::objective::{scale_count, DistillObjective, Loss, ObjectiveCtx, Round};
-use fewstep::plugins::ddim::Ddim;
-use fewstep::plugins::multistep::{
-    at_least_one, consistency_target, mean_square, normal, Grid, Prepared, Slot,
+use fewstep::objective::multistep::{consistency_target, mean_square, Grid, Prepared, Slot};
+use fewstep::objective::{
+    scale_count, valid_student_steps, DistillObjective, Loss, ObjectiveCtx, Round,
 };
+use fewstep::plugins::ddim::Ddim;
 use fewstep::register_plugin;
 use fewstep::tensor::Batch;
 use schemars::JsonSchema;
@@ -184,14 +185,19 @@ impl DistillObjective for Tract {
         let (rows, dim) = *x.shape();
         let k = self.phase_at(ctx.iteration).index;
         let grid = self.grid(k);
-        let slots: Vec<Slot> = (0..rows).map(|_| grid.draw(ctx.rng)).collect();
-        let eps = normal(ctx, rows, dim);
+        let slots: Vec<Slot> = (0..rows).map(|_| grid.random_slot(ctx.rng)).collect();
+        let eps = ctx.normal(rows, dim);
         self.prepare(ctx, x, k, &slots, &eps)?
             .student_loss(ctx, mean_square)
     }
 
     fn student_steps(&self) -> Option<usize> {
         Some(self.student_steps)
+    }
+
+    fn set_student_steps(&mut self, steps: usize) -> Result<()> {
+        self.student_steps = valid_student_steps(steps)?;
+        Ok(())
     }
 
     fn round(&self, iteration: u64) -> Option<Round> {

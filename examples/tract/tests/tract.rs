@@ -6,11 +6,13 @@
 use anyhow::Result;
 use dfdx::prelude::*;
 use fewstep::config::plugin_from_toml;
-use fewstep::data::{mixtures, read_data};
+use fewstep::data::builtin::mixtures;
+use fewstep::data::read_data;
 use fewstep::denoiser::{Denoiser, Level};
-use fewstep::objective::{DistillObjective, ObjectiveCtx, Round, Student, TapedBatch};
+use fewstep::denoiser::{Student, TapedBatch};
+use fewstep::objective::multistep::Slot;
+use fewstep::objective::{DistillObjective, ObjectiveCtx, Round};
 use fewstep::plugins::gmm::GmmDenoiser;
-use fewstep::plugins::multistep::Slot;
 use fewstep::schedule::Schedule;
 use fewstep::tensor::{batch_from_vec, normal, seeded_device, Batch, Coef, Dev};
 use fewstep_tract::Tract;

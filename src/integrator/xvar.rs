@@ -1,13 +1,14 @@
-//! aDDIM's posterior-variance estimate x_var = tr(Var[x | z_t]) / d (Algorithm 3), the config
-//! shared by the `addim` and `noise-ddim` integrators.
+//! aDDIM's posterior-variance estimate x_var = tr(Var[x | z_t]) / d (Algorithm 3): the config of
+//! integrators that need it (`addim`, `noise-ddim`), read from the denoiser, an analytic form or
+//! a measured table ([`super::xvar_table`]).
 
+use super::xvar_table::XVarTable;
+use super::StepCtx;
+use crate::config::non_negative;
+use crate::schedule::Schedule;
+use crate::tensor::Batch;
 use anyhow::{anyhow, bail, Result};
 use dfdx::shapes::HasShape;
-use fewstep::calibration::Calibration;
-use fewstep::config::non_negative;
-use fewstep::integrator::StepCtx;
-use fewstep::schedule::Schedule;
-use fewstep::tensor::Batch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -41,7 +42,7 @@ pub struct XVar {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<PathBuf>,
     #[serde(skip)]
-    loaded: OnceLock<Calibration>,
+    loaded: OnceLock<XVarTable>,
 }
 
 fn eta() -> f64 {
@@ -118,7 +119,7 @@ impl XVar {
     }
 
     /// The table, read once.
-    fn calibration(&self) -> Result<&Calibration> {
+    fn calibration(&self) -> Result<&XVarTable> {
         if let Some(c) = self.loaded.get() {
             return Ok(c);
         }
@@ -126,7 +127,7 @@ impl XVar {
             .table
             .as_ref()
             .expect("checked: variance = table has a path");
-        let c = Calibration::load(path)?;
+        let c = XVarTable::load(path)?;
         Ok(self.loaded.get_or_init(|| c))
     }
 }

@@ -1,6 +1,9 @@
 //! Integrators (samplers): one step of the reverse process from t to s < t, plus the pure DDIM
 //! helpers (eq. 4 and 5 of the paper) that distillation objectives reuse.
 
+pub mod xvar;
+pub mod xvar_table;
+
 use crate::denoiser::{Denoiser, Level};
 use crate::schedule::Schedule;
 use crate::tensor::{Batch, Coef, Dev, Rows};

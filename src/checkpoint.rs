@@ -3,9 +3,7 @@
 //! shape and the network's description. Files are `ckpt-<step>.safetensors` in the run folder,
 //! written to a temporary file and renamed into place, so a crash never leaves a torn file.
 
-use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec, NetCtx};
-use crate::network::{HostTensor, StateDict};
-use crate::tensor::Dev;
+use crate::tensor::{HostTensor, StateDict};
 use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::HashMap;
@@ -222,46 +220,4 @@ pub fn config_table(meta: &Meta, key: &str) -> Result<toml::Table> {
         Some(toml::Value::Table(t)) => Ok(t.clone()),
         _ => bail!("the checkpoint's config has no [{key}] table"),
     }
-}
-
-/// A network denoiser ready to sample: `spec`'s network with the EMA weights of
-/// `ctx.checkpoint` (a file or a run folder). Network plugins' `build` is this one call.
-pub fn load_denoiser(spec: &dyn DenoiserSpec, ctx: &BuildCtx) -> Result<Box<dyn Denoiser>> {
-    let Some(path) = &ctx.checkpoint else {
-        bail!(
-            "denoiser `{}` is a network: give it weights with --checkpoint FILE|DIR",
-            spec.typetag_name()
-        );
-    };
-    let path = resolve(path)?;
-    let ck = load(&path, &["ema"])?;
-    let mut net = spec.network(&NetCtx {
-        dev: ctx.dev.clone(),
-        row_shape: ck.meta.row_shape.clone(),
-        init: false,
-    })?;
-    net.load_state(&ck.state, &["ema"]).with_context(|| {
-        format!(
-            "{} holds {} at step {}",
-            path.display(),
-            ck.meta.network,
-            ck.meta.step
-        )
-    })?;
-    Ok(net.into_ema())
-}
-
-/// The EMA network of a checkpoint (file or run folder), built from the checkpoint's own
-/// `[denoiser]` table: a teacher, or any trained model to evaluate.
-pub fn load_sampler(path: &Path, dev: &Dev) -> Result<Box<dyn Denoiser>> {
-    let path = resolve(path)?;
-    let meta = load(&path, &[])?.meta;
-    let spec: Box<dyn DenoiserSpec> = toml::Value::Table(denoiser_table(&meta)?)
-        .try_into()
-        .with_context(|| format!("the [denoiser] of {}", path.display()))?;
-    spec.build(&BuildCtx {
-        dev: dev.clone(),
-        data: None,
-        checkpoint: Some(path),
-    })
 }

@@ -2,25 +2,20 @@
 //! `[objective]` config table. The trainer owns the network and optimiser; an objective only
 //! turns a data batch into a scalar loss with a gradient tape.
 
-use crate::denoiser::{Denoiser, Level};
+pub mod multistep;
+
+use crate::denoiser::{Denoiser, Level, Student, TapedBatch};
 use crate::schedule::Schedule;
+use crate::tensor::host_normal;
 use crate::tensor::{Batch, Dev};
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use dfdx::prelude::*;
 use rand::rngs::StdRng;
 use rand::Rng;
 use std::fmt::Debug;
 
-/// A batch whose operations are being recorded for backpropagation.
-pub type TapedBatch = Tensor<(usize, usize), f32, Dev, OwnedTape<f32, Dev>>;
 /// A scalar loss with its tape.
 pub type Loss = Tensor<(), f32, Dev, OwnedTape<f32, Dev>>;
-
-/// The network being trained, seen from an objective.
-pub trait Student: Denoiser {
-    /// x_hat for `z`, recording the student's parameters on the tape of `z`.
-    fn denoise_taped(&self, z: TapedBatch, level: &Level) -> Result<TapedBatch>;
-}
 
 /// Everything one loss evaluation may use.
 pub struct ObjectiveCtx<'a> {
@@ -76,10 +71,8 @@ impl<'a> ObjectiveCtx<'a> {
     /// here rather than from the device so that a resumed run repeats exactly (the trainer seeds
     /// `rng` from the run seed and the step).
     pub fn normal(&mut self, rows: usize, dim: usize) -> Batch {
-        let v: Vec<f32> = (0..rows * dim)
-            .map(|_| self.rng.sample(rand_distr::StandardNormal))
-            .collect();
-        self.dev.tensor_from_vec(v, (rows, dim))
+        self.dev
+            .tensor_from_vec(host_normal(self.rng, rows * dim), (rows, dim))
     }
 
     /// Times t ~ U(0, 1), one per row, from [`Self::rng`].
@@ -110,6 +103,16 @@ pub trait DistillObjective: Send + Sync + Debug {
         None
     }
 
+    /// Sets the student's sampling steps S (`fewstep distill --student-steps`, a table row's S)
+    /// for objectives that train a fixed-step student. The core sets S only through this, so an
+    /// objective keeps its own field names; the default refuses, naming the objective.
+    fn set_student_steps(&mut self, _steps: usize) -> Result<()> {
+        bail!(
+            "objective `{}` trains no fixed-step student, so it takes no student steps",
+            self.typetag_name()
+        )
+    }
+
     /// The round that iteration `iteration` belongs to, for objectives that train in rounds
     /// (progressive distillation); `None` (the default) for one-round objectives. The trainer:
     /// - before iteration `r.start` of a round with `r.index > 0`, freezes a copy of the student
@@ -125,6 +128,15 @@ pub trait DistillObjective: Send + Sync + Debug {
     /// `factor`, each rounded and at least 1 ([`scale_count`]): `fewstep reproduce --scale`
     /// lengthens or shortens whole runs with it. The default has none to scale.
     fn scale_iterations(&mut self, _factor: f64) {}
+}
+
+/// `steps` when it is a valid S (at least 1): what [`DistillObjective::set_student_steps`]
+/// implementations check before they store it.
+pub fn valid_student_steps(steps: usize) -> Result<usize> {
+    if steps == 0 {
+        bail!("student_steps must be an integer >= 1, got 0");
+    }
+    Ok(steps)
 }
 
 /// `n` times `factor`, rounded, at least 1: an iteration count scaled by `--scale`.

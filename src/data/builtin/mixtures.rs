@@ -1,8 +1,8 @@
 //! The built-in Gaussian-mixture sets: rows drawn exactly from the mixture, stored with its
 //! parameters so the `gmm` denoiser can give the exact E[x | z_t].
 
-use super::builtin::BuiltSet;
-use super::{DataArray, Mixture};
+use crate::data::set::BuiltSet;
+use crate::data::{DataArray, Mixture};
 use anyhow::{bail, Result};
 use rand::distributions::{Distribution, WeightedIndex};
 use rand::rngs::StdRng;

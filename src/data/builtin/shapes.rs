@@ -5,10 +5,10 @@
 //! Shape size, position, rotation and both colours are random; the two colours are kept apart
 //! so the shape is always visible. Edges are anti-aliased by 3x3 supersampling.
 
-use super::builtin::BuiltSet;
-use super::h5::{write_with, DataArray};
-use super::source::u8_to_f32;
-use super::write::{chunk_rows, write_labels, RowWriter};
+use crate::data::h5::{write_with, DataArray};
+use crate::data::set::BuiltSet;
+use crate::data::source::u8_to_f32;
+use crate::data::write::{chunk_rows, write_labels, RowWriter};
 use anyhow::{bail, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -116,7 +116,7 @@ pub fn write(path: &Path, size: usize, n: usize, seed: u64, source: &str) -> Res
         bail!("--n must be at least 1");
     }
     let d = 3 * size * size;
-    let bar = crate::cli::progress(n as u64, &format!("shapes{size}"));
+    let bar = crate::progress::bar(n as u64, &format!("shapes{size}"));
     write_with(path, |file| {
         let mut w = RowWriter::create::<u8>(file, &[n, 3, size, size], None)?;
         let block = chunk_rows(n, d);

@@ -1,0 +1,120 @@
+//! The parametrisation every network shares: a dfdx module predicts v from z and the embedded
+//! log-SNR, and x_hat = alpha z - sigma v.
+
+use crate::denoiser::{Denoiser, Level};
+use crate::tensor::{Batch, Coef, Dev};
+use anyhow::{bail, Result};
+use dfdx::nn::TensorCollection;
+use dfdx::prelude::*;
+
+/// Width of the log-SNR embedding [`logsnr_features`] produces.
+pub const FEATURES: usize = 32;
+/// The log-SNR is clipped to +-LOGSNR_CLIP for the embedding only, so t = 0 and t = 1 (+-inf)
+/// embed like their neighbours while the output parametrisation still uses the exact alpha, sigma.
+pub const LOGSNR_CLIP: f64 = 20.0;
+
+/// What a concrete network implements: a dfdx module that predicts v from z and the embedded
+/// log-SNR. `T` is the tape: `NoneTape` for sampling, `OwnedTape` for training.
+pub trait VNet: TensorCollection<f32, Dev, To<f32, Dev> = Self> + Clone + 'static {
+    /// v for each row of `z` (`[batch, dim]`), given `cond = logsnr_features(..)` (`[batch, 32]`).
+    /// The tape of `z` must be threaded through every parameter use (see [`silu`] and the
+    /// built-in `mlp` for the pattern).
+    fn v<T: Tape<f32, Dev>>(
+        &self,
+        z: Tensor<(usize, usize), f32, Dev, T>,
+        cond: Tensor<(usize, Const<FEATURES>), f32, Dev>,
+    ) -> Tensor<(usize, usize), f32, Dev, T>;
+}
+
+/// SiLU(x) = x * sigmoid(x), composed from dfdx ops (dfdx 0.13 has no SiLU).
+pub fn silu<S: Shape, T: Tape<f32, Dev>>(x: Tensor<S, f32, Dev, T>) -> Tensor<S, f32, Dev, T> {
+    let (x, tape) = x.split_tape();
+    x.clone().put_tape(tape).sigmoid() * x
+}
+
+/// A `[batch, dim]` tensor as `[batch, D]` (compile-time width, as dfdx layers need).
+/// Panics if `dim != D`; [`VModel`] checks the row size before calling a network.
+pub fn fixed_width<const D: usize, T: Tape<f32, Dev>>(
+    x: Tensor<(usize, usize), f32, Dev, T>,
+) -> Tensor<(usize, Const<D>), f32, Dev, T> {
+    x.try_realize()
+        .unwrap_or_else(|x| panic!("expected rows of size {D}, got {}", x.shape().1))
+}
+
+/// A `[batch, D]` tensor as `[batch, dim]` (the runtime width every denoiser exchanges).
+pub fn runtime_width<const D: usize, T: Tape<f32, Dev>>(
+    x: Tensor<(usize, Const<D>), f32, Dev, T>,
+) -> Tensor<(usize, usize), f32, Dev, T> {
+    x.try_realize()
+        .unwrap_or_else(|_| unreachable!("a const width is a valid runtime width"))
+}
+
+/// Sinusoidal features of the clipped, scaled log-SNR: u = clip(lambda, +-20) / 20 in [-1, 1],
+/// then sin and cos of u at 16 geometric frequencies from 1 to 200 rad (periods from 12 down to
+/// 0.6 in log-SNR units). Computed on the host in f64 from the level's host copy (no device
+/// read): it is `[batch, 32]` numbers.
+pub fn logsnr_features(
+    dev: &Dev,
+    logsnr: &Coef,
+    batch: usize,
+) -> Tensor<(usize, Const<FEATURES>), f32, Dev> {
+    let lambdas = logsnr.host_rows(batch);
+    let half = FEATURES / 2;
+    let mut out = Vec::with_capacity(batch * FEATURES);
+    for l in lambdas {
+        let u = l.clamp(-LOGSNR_CLIP, LOGSNR_CLIP) / LOGSNR_CLIP;
+        for k in 0..half {
+            let w = 200f64.powf(k as f64 / (half - 1) as f64);
+            out.push((w * u).sin() as f32);
+            out.push((w * u).cos() as f32);
+        }
+    }
+    dev.tensor_from_vec(out, (batch, Const::<FEATURES>))
+}
+
+/// A network's module with its row size: evaluates x_hat = alpha z - sigma v (v-prediction).
+#[derive(Clone)]
+pub struct VModel<M> {
+    pub net: M,
+    pub dev: Dev,
+    pub dim: usize,
+}
+
+impl<M: VNet> VModel<M> {
+    /// x_hat for `z` with any tape: the network's v, then alpha z - sigma v with the level's exact
+    /// coefficients (so x_hat = z at sigma = 0 and x_hat = -v at alpha = 0).
+    pub fn x_hat<T: Tape<f32, Dev>>(
+        &self,
+        z: Tensor<(usize, usize), f32, Dev, T>,
+        level: &Level,
+    ) -> Result<Tensor<(usize, usize), f32, Dev, T>> {
+        let (rows, dim) = *z.shape();
+        if dim != self.dim {
+            bail!("network expects rows of size {}, got {dim}", self.dim);
+        }
+        let cond = logsnr_features(&self.dev, &level.logsnr, rows);
+        let (z, tape) = z.split_tape();
+        let v = self.net.v(z.clone().put_tape(tape), cond);
+        let minus_sigma_v = match &level.sigma {
+            Coef::Scalar(s) => v * (-*s as f32),
+            Coef::Rows(r) => {
+                v * r
+                    .tensor()
+                    .clone()
+                    .negate()
+                    .broadcast_like::<_, Axis<1>>(&(rows, dim))
+            }
+        };
+        Ok(minus_sigma_v + level.alpha.scale(z))
+    }
+}
+
+impl<M: VNet> Denoiser for VModel<M> {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn denoise(&self, z: &Batch, level: &Level) -> Result<Batch> {
+        self.x_hat(z.clone(), level)
+    }
+}

@@ -1,0 +1,115 @@
+//! Throughput measurements outside criterion (`fewstep bench`): training steps per second of a
+//! network on random rows, and the loader beside a plain sequential read of the same file.
+
+use crate::data::{Loader, LoaderConfig};
+use crate::denoiser::NetCtx;
+use crate::tensor::{normal, seeded_device};
+use crate::train::{train_step, TrainConfig};
+use anyhow::Result;
+use std::path::Path;
+use std::time::Instant;
+
+/// What [`train_rate`] measured.
+pub struct TrainRate {
+    /// The network's description.
+    pub network: String,
+    pub steps_per_s: f64,
+}
+
+/// Steps per second of `cfg`'s network and objective on one random batch of rows of
+/// `row_shape` (no teacher), timed over `steps` steps after `warmup` untimed ones.
+pub fn train_rate(
+    cfg: &TrainConfig,
+    row_shape: &[usize],
+    warmup: u64,
+    steps: u64,
+) -> Result<TrainRate> {
+    let dev = seeded_device(cfg.seed);
+    let mut net = cfg.denoiser.network(&NetCtx {
+        dev: dev.clone(),
+        row_shape: row_shape.to_vec(),
+        init: true,
+    })?;
+    let x = normal(&dev, cfg.batch, row_shape.iter().product());
+    let network = net.describe();
+    for step in 0..warmup {
+        train_step(cfg, &dev, net.as_mut(), None, &x, step)?;
+    }
+    let t0 = Instant::now();
+    for step in warmup..warmup + steps {
+        train_step(cfg, &dev, net.as_mut(), None, &x, step)?;
+    }
+    Ok(TrainRate {
+        network,
+        steps_per_s: steps as f64 / t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// What [`loader_rate`] measured, in MiB/s.
+pub struct LoaderRate {
+    /// How the loader reads the file: held in memory, mapped, or read in windows.
+    pub mode: &'static str,
+    /// Rows in the file and the shape of one.
+    pub rows: usize,
+    pub row_shape: Vec<usize>,
+    /// One rate per epoch.
+    pub epochs: Vec<f64>,
+    /// A sequential read of the whole file.
+    pub raw_read: f64,
+}
+
+/// Times `epochs` epochs of the loader's shuffled batches on `file` (one rate each: the first
+/// reads the file from disk when it is not in the page cache), then a sequential read.
+pub fn loader_rate(file: &Path, cfg: LoaderConfig, epochs: u64) -> Result<LoaderRate> {
+    let batch = cfg.batch;
+    let mut l = Loader::open(file, cfg)?;
+    let mode = match (l.in_memory(), l.is_mapped()) {
+        (true, _) => "held in memory",
+        (false, true) => "mapped",
+        (false, false) => "read in windows",
+    };
+    let per_epoch = (l.len() / batch).max(1);
+    let epoch_bytes = (per_epoch * batch * l.row_bytes()) as u64;
+    let mut rates = Vec::new();
+    for _ in 0..epochs {
+        let t0 = Instant::now();
+        for _ in 0..per_epoch {
+            let b = l.next_batch()?;
+            l.recycle(b);
+        }
+        rates.push(epoch_bytes as f64 / t0.elapsed().as_secs_f64() / MIB);
+    }
+    let t0 = Instant::now();
+    let read = raw_read(file)?;
+    Ok(LoaderRate {
+        mode,
+        rows: l.len(),
+        row_shape: l.row_shape(),
+        epochs: rates,
+        raw_read: read as f64 / t0.elapsed().as_secs_f64() / MIB,
+    })
+}
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// Reads the whole file sequentially in 1 MiB pieces (the baseline of loader throughput, also
+/// in `benches/loader.rs`); returns the bytes read.
+pub fn raw_read(path: &Path) -> Result<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        match f.read(&mut buf)? {
+            0 => return Ok(total),
+            k => total += k as u64,
+        }
+    }
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`).
+pub fn peak_rss() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.trim_start_matches("VmHWM:").trim().to_string())
+}

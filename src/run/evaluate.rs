@@ -1,0 +1,36 @@
+//! Scoring samples (`fewstep eval`, the reproductions): a reference set read once, then FD,
+//! sliced W2 and, for mixtures, NLL and mode KL of any samples against it.
+
+use crate::data::{read_data, DataArray, Mixture};
+use crate::metrics::{evaluate, Metrics};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+/// A reference dataset and, when it has a `/mixture`, its exact parameters.
+pub struct Reference {
+    pub data: DataArray,
+    pub mixture: Option<Mixture>,
+}
+
+impl Reference {
+    /// Reads `/data` and `/mixture` (if any) of `path`.
+    pub fn read(path: &Path) -> Result<Self> {
+        Ok(Reference {
+            data: read_dataset(path, "reference")?,
+            mixture: Mixture::read(path)?,
+        })
+    }
+
+    /// The metrics of `samples` against this reference.
+    pub fn score(&self, samples: &DataArray) -> Result<Metrics> {
+        evaluate(samples, &self.data, self.mixture.as_ref())
+    }
+}
+
+/// The `/data` of `path`, or an error saying which input (`what`) is missing or unreadable.
+pub fn read_dataset(path: &Path, what: &str) -> Result<DataArray> {
+    if !path.is_file() {
+        bail!("{what} file {} does not exist", path.display());
+    }
+    read_data(path).with_context(|| format!("cannot read the {what}"))
+}

@@ -1,0 +1,235 @@
+//! Sampling: any schedule, integrator and denoiser over the uniform grid, in batches, to an HDF5
+//! file (`fewstep sample`), or as trajectories (Figure 1).
+
+use crate::checkpoint::{self, Meta};
+use crate::config::{to_toml, ConfigBuilder, Overrides};
+use crate::data::{self, Attrs, DataArray};
+use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec};
+use crate::integrator::Integrator;
+use crate::sampling;
+use crate::schedule::{uniform_grid, Schedule};
+use crate::tensor::{batch_from_vec, normal, seeded_device, Dev};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The built-in defaults (`configs/sample.toml`).
+pub const DEFAULTS: &str = include_str!("../../configs/sample.toml");
+
+/// A fully resolved sampling config (what `--config` files hold).
+#[derive(Serialize, Deserialize, Debug, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SampleConfig {
+    pub schedule: Box<dyn Schedule>,
+    pub integrator: Box<dyn Integrator>,
+    pub denoiser: Box<dyn DenoiserSpec>,
+    pub steps: usize,
+    pub n: usize,
+    pub seed: u64,
+    pub batch: usize,
+    pub out: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<PathBuf>,
+}
+
+impl SampleConfig {
+    /// Defaults, then the config `file`, then `overrides`. A `checkpoint` brings its own
+    /// `[denoiser]` (unless an override names one), and a distilled student samples by default as
+    /// Algorithm 2 does: the default integrator (DDIM) on its own S-step grid of the schedule it
+    /// was trained on; the file and the overrides still replace both.
+    pub fn resolve(file: Option<&Path>, overrides: &Overrides) -> Result<Self> {
+        let peek = ConfigBuilder::from_defaults(DEFAULTS)?
+            .file(file)?
+            .apply(overrides);
+        let meta = match peek.table().get("checkpoint").and_then(|v| v.as_str()) {
+            Some(ck) => Some(checkpoint::load(&checkpoint::resolve(Path::new(ck))?, &[])?.meta),
+            None => None,
+        };
+        let mut b = ConfigBuilder::from_defaults(DEFAULTS)?;
+        if let Some((m, s)) = meta.as_ref().and_then(|m| Some((m, m.student_steps?))) {
+            let schedule = checkpoint::config_table(m, "schedule")?;
+            b = b
+                .set("steps", Some(s as i64))
+                .set("schedule", Some(toml::Value::Table(schedule)));
+        }
+        b = b.file(file)?;
+        if let Some(meta) = &meta {
+            let table = toml::Value::Table(checkpoint::denoiser_table(meta)?);
+            b = b.set("denoiser", Some(table));
+        }
+        b.apply(overrides).build()
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.steps == 0 || self.n == 0 || self.batch == 0 {
+            bail!(
+                "steps, n and batch must be positive (got steps={}, n={}, batch={})",
+                self.steps,
+                self.n,
+                self.batch
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What a sampling run produced.
+pub struct Sampled {
+    pub samples: DataArray,
+    /// Denoiser evaluations per sample.
+    pub nfe: usize,
+}
+
+/// A config made ready to sample: the seeded device, the built denoiser, and the checkpoint it
+/// loaded (if any).
+struct Ready {
+    dev: Dev,
+    denoiser: Box<dyn Denoiser>,
+    checkpoint: Option<(PathBuf, Meta)>,
+}
+
+impl Ready {
+    fn new(cfg: &SampleConfig) -> Result<Self> {
+        cfg.check()?;
+        let dev = seeded_device(cfg.seed);
+        let checkpoint = match &cfg.checkpoint {
+            Some(p) => {
+                let path = checkpoint::resolve(p)?;
+                let meta = checkpoint::load(&path, &[])?.meta;
+                Some((path, meta))
+            }
+            None => None,
+        };
+        let denoiser = cfg
+            .denoiser
+            .build(&BuildCtx {
+                dev: dev.clone(),
+                data: cfg.data.clone(),
+                checkpoint: checkpoint.as_ref().map(|c| c.0.clone()),
+            })
+            .context("cannot build the denoiser")?;
+        Ok(Ready {
+            dev,
+            denoiser,
+            checkpoint,
+        })
+    }
+
+    /// z_1 as host values: the first n rows of `noise`'s `/data`, or draws from the seeded
+    /// device (the first draws after building the denoiser, which draws none).
+    fn initial_noise(&self, cfg: &SampleConfig) -> Result<Vec<f32>> {
+        let dim = self.denoiser.dim();
+        match &cfg.noise {
+            Some(path) => {
+                let noise = data::read_data(path)?;
+                if noise.row_dim() != dim || noise.rows() < cfg.n {
+                    bail!(
+                        "{}: noise `/data` has {} rows of size {}; need at least {} rows of size {dim}",
+                        path.display(),
+                        noise.rows(),
+                        noise.row_dim(),
+                        cfg.n
+                    );
+                }
+                Ok(noise.values[..cfg.n * dim].to_vec())
+            }
+            None => Ok(normal(&self.dev, cfg.n, dim).as_vec()),
+        }
+    }
+}
+
+/// Samples per `cfg` in batches of `cfg.batch` rows and writes them to `cfg.out`, with the
+/// resolved config, steps, NFE, seed and checkpoint as attributes.
+pub fn sample(cfg: &SampleConfig) -> Result<Sampled> {
+    let ready = Ready::new(cfg)?;
+    let dim = ready.denoiser.dim();
+    let z1 = ready.initial_noise(cfg)?;
+    let grid = uniform_grid(cfg.steps);
+    let bar = crate::progress::bar(cfg.n as u64, "sampling");
+    let mut values = Vec::with_capacity(cfg.n * dim);
+    let mut nfe = 0;
+    for chunk in z1.chunks(cfg.batch * dim) {
+        let rows = chunk.len() / dim;
+        let z = batch_from_vec(&ready.dev, chunk.to_vec(), rows, dim);
+        let s = sampling::sample(
+            &ready.dev,
+            cfg.schedule.as_ref(),
+            cfg.integrator.as_ref(),
+            ready.denoiser.as_ref(),
+            z,
+            &grid,
+        )?;
+        nfe = s.nfe;
+        values.extend(s.samples.as_vec());
+        bar.inc(rows as u64);
+    }
+    bar.finish_and_clear();
+    let shape = match &ready.checkpoint {
+        Some((_, meta)) if meta.row_shape.iter().product::<usize>() == dim => {
+            std::iter::once(cfg.n)
+                .chain(meta.row_shape.iter().copied())
+                .collect()
+        }
+        _ => row_shape(cfg.data.as_deref(), cfg.n, dim)?,
+    };
+    let samples = DataArray::new(values, shape);
+    let mut attrs: Attrs = vec![
+        ("steps".into(), cfg.steps.to_string()),
+        ("nfe".into(), nfe.to_string()),
+        ("seed".into(), cfg.seed.to_string()),
+        ("config".into(), to_toml(cfg)?),
+    ];
+    if let Some((path, meta)) = &ready.checkpoint {
+        attrs.push(("checkpoint".into(), path.display().to_string()));
+        attrs.push(("checkpoint_step".into(), meta.step.to_string()));
+    }
+    data::write_data(&cfg.out, &samples, &attrs)?;
+    Ok(Sampled { samples, nfe })
+}
+
+/// The paths of all `cfg.n` rows from z_1 through `points` points inside every step (see
+/// [`sampling::trajectory`]), as (value, time) pairs per row, z_1 at t = 1 first. For
+/// one-dimensional data (a row's first value otherwise).
+pub fn trajectories(cfg: &SampleConfig, points: usize) -> Result<Vec<Vec<(f64, f64)>>> {
+    let ready = Ready::new(cfg)?;
+    let dim = ready.denoiser.dim();
+    let z1 = ready.initial_noise(cfg)?;
+    let mut paths: Vec<Vec<(f64, f64)>> = z1
+        .chunks(dim)
+        .map(|row| vec![(row[0] as f64, 1.0)])
+        .collect();
+    let steps = sampling::trajectory(
+        &ready.dev,
+        cfg.schedule.as_ref(),
+        cfg.integrator.as_ref(),
+        ready.denoiser.as_ref(),
+        batch_from_vec(&ready.dev, z1, cfg.n, dim),
+        &uniform_grid(cfg.steps),
+        points,
+    )?;
+    for (u, z) in steps {
+        for (p, row) in paths.iter_mut().zip(z.as_vec().chunks(dim)) {
+            p.push((row[0] as f64, u));
+        }
+    }
+    Ok(paths)
+}
+
+/// `[n, ...]` with the dataset's row shape when it matches `dim` (images keep C,H,W).
+fn row_shape(data: Option<&Path>, n: usize, dim: usize) -> Result<Vec<usize>> {
+    if let Some(path) = data {
+        if let Ok(file) = hdf5::File::open(path) {
+            if let Ok(ds) = file.dataset("data") {
+                let s = ds.shape();
+                if s.len() >= 2 && s[1..].iter().product::<usize>() == dim {
+                    return Ok(std::iter::once(n).chain(s[1..].iter().copied()).collect());
+                }
+            }
+        }
+    }
+    Ok(vec![n, dim])
+}

@@ -1,0 +1,67 @@
+//! Training runs (`fewstep train`, and the trainer under `fewstep distill`): configs resolved
+//! from the defaults, a file and overrides, then the trainer.
+
+use crate::checkpoint;
+use crate::config::{ConfigBuilder, Overrides};
+use crate::train::{self, TrainConfig, TrainOutcome};
+use anyhow::{bail, Result};
+use std::path::Path;
+
+/// The built-in defaults of `fewstep train` (`configs/train.toml`).
+pub const DEFAULTS: &str = include_str!("../../configs/train.toml");
+
+/// `defaults` (or, resuming, the config of the run's latest checkpoint), then the config `file`,
+/// then `overrides`. The run folder of a resume is the overrides' or the file's `out`.
+pub fn builder(
+    defaults: &str,
+    file: Option<&Path>,
+    overrides: &Overrides,
+    resume: bool,
+) -> Result<ConfigBuilder> {
+    let base = if resume {
+        let peek = ConfigBuilder::from_defaults(defaults)?
+            .file(file)?
+            .apply(overrides);
+        let Some(out) = peek.table().get("out").and_then(|v| v.as_str()) else {
+            bail!("--resume needs the run folder: pass --out DIR");
+        };
+        checkpoint::load(&checkpoint::latest(Path::new(out))?, &[])?
+            .meta
+            .config
+    } else {
+        defaults.to_string()
+    };
+    Ok(ConfigBuilder::from_defaults(&base)?
+        .file(file)?
+        .apply(overrides))
+}
+
+/// A `fewstep train` config: [`builder`] over [`DEFAULTS`], with training data required.
+pub fn resolve(file: Option<&Path>, overrides: &Overrides, resume: bool) -> Result<TrainConfig> {
+    let b = builder(DEFAULTS, file, overrides, resume)?;
+    require_data(&b)?;
+    b.build()
+}
+
+/// Refuses a config without `data`, naming the flag.
+pub fn require_data(b: &ConfigBuilder) -> Result<()> {
+    if !b.table().contains_key("data") {
+        bail!("no training data: pass --data FILE (HDF5 with `/data`)");
+    }
+    Ok(())
+}
+
+/// Trains `cfg` to its last step with a progress bar; with `resume`, from the run's latest
+/// checkpoint.
+pub fn run(cfg: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
+    train::train(cfg, resume, true)
+}
+
+/// Trains `cfg` to its last step unless it is there already: reuses a finished run (`None`),
+/// resumes an unfinished one.
+pub fn finish(cfg: &TrainConfig) -> Result<Option<TrainOutcome>> {
+    match checkpoint::list(&cfg.out)?.last().map(|(s, _)| *s) {
+        Some(s) if s >= cfg.steps => Ok(None),
+        at => run(cfg, at.is_some()).map(Some),
+    }
+}

@@ -1,0 +1,47 @@
+//! The frozen teachers of an objective's later rounds.
+
+use crate::checkpoint::{self, Meta};
+use crate::denoiser::{self, Denoiser};
+use crate::objective::Round;
+use crate::tensor::{Dev, StateDict};
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// The teacher of a round after the first (see [`DistillObjective::round`]): the student as it
+/// was when the round began, frozen. It is saved as `rounds/ckpt-<start>.safetensors` in the
+/// run folder (out of reach of checkpoint pruning), so a run resumed inside the round reloads
+/// the same teacher.
+#[derive(Default)]
+pub(super) struct RoundTeacher {
+    current: Option<(usize, Box<dyn Denoiser>)>,
+}
+
+impl RoundTeacher {
+    /// Makes round `r`'s teacher current: loads it, or first saves the student's `state` as it.
+    pub(super) fn enter(
+        &mut self,
+        r: &Round,
+        out: &Path,
+        dev: &Dev,
+        state: impl FnOnce() -> StateDict,
+        meta: Meta,
+    ) -> Result<()> {
+        if self.current.as_ref().is_some_and(|(i, _)| *i == r.index) {
+            return Ok(());
+        }
+        let dir = out.join("rounds");
+        let path = dir.join(checkpoint::file_name(r.start));
+        if !path.exists() {
+            checkpoint::save(&dir, &meta, &state())?;
+            tracing::info!("round {} teacher: {}", r.index, path.display());
+        }
+        let teacher = denoiser::trained(&path, dev)
+            .with_context(|| format!("cannot load the teacher of round {}", r.index))?;
+        self.current = Some((r.index, teacher));
+        Ok(())
+    }
+
+    pub(super) fn teacher(&self) -> Option<&dyn Denoiser> {
+        self.current.as_ref().map(|(_, t)| t.as_ref())
+    }
+}

@@ -11,8 +11,8 @@ use fewstep::config::at_least_one;
 use fewstep::denoiser::Level;
 use fewstep::integrator::{Integrator, TeacherStep};
 use fewstep::objective::multistep::{
-    consistency_target, pseudo_huber, teacher_steps, x_var, Draws, Flavour, Grid, Prepared,
-    XVarSource,
+    consistency_target, paper_xvar_frac, pseudo_huber, teacher_steps, x_var, Draws, Flavour, Grid,
+    Prepared, XVarSource,
 };
 use fewstep::objective::{scale_count, valid_student_steps, DistillObjective, Loss, ObjectiveCtx};
 use fewstep::plugins::addim::Addim;
@@ -47,7 +47,7 @@ pub struct Multistep {
     /// eta of the per-example x_var = eta ||x_teacher - x||^2 / d handed to the teacher step
     /// (the paper's xvar_frac). It is 0 for consistency training, where aDDIM is DDIM.
     #[serde(
-        default = "xvar_frac",
+        default = "paper_xvar_frac",
         deserialize_with = "fewstep::config::non_negative"
     )]
     pub xvar_frac: f64,
@@ -76,10 +76,7 @@ fn anneal_iters() -> u64 {
 pub fn teacher_integrator() -> Box<dyn Integrator> {
     Box::new(Addim::default())
 }
-pub fn xvar_frac() -> f64 {
-    0.75
-}
-fn huber_eps() -> f64 {
+pub fn huber_eps() -> f64 {
     1e-4
 }
 
@@ -92,7 +89,7 @@ impl Default for Multistep {
             teacher_steps_end: teacher_steps_end(),
             anneal_iters: anneal_iters(),
             teacher_integrator: teacher_integrator(),
-            xvar_frac: xvar_frac(),
+            xvar_frac: paper_xvar_frac(),
             xvar_source: XVarSource::default(),
             huber_eps: huber_eps(),
         }
@@ -111,7 +108,8 @@ impl Multistep {
         Grid::new(n, self.student_steps)
     }
 
-    pub fn draw(&self, ctx: &mut ObjectiveCtx, rows: usize, dim: usize) -> Draws {
+    /// The random draws of one loss: the grid of the iteration, a slot per row, the noise.
+    pub fn random_draws(&self, ctx: &mut ObjectiveCtx, rows: usize, dim: usize) -> Draws {
         let grid = self.grid(ctx.iteration);
         let slots = (0..rows).map(|_| grid.random_slot(ctx.rng)).collect();
         let eps = ctx.normal(rows, dim);
@@ -120,7 +118,7 @@ impl Multistep {
 
     pub fn loss(&self, ctx: &mut ObjectiveCtx, x: &Batch, flavour: Flavour) -> Result<Loss> {
         let (rows, dim) = *x.shape();
-        let draws = self.draw(ctx, rows, dim);
+        let draws = self.random_draws(ctx, rows, dim);
         self.loss_with(ctx, x, flavour, &draws)
     }
 

@@ -8,7 +8,9 @@ use dfdx::shapes::HasShape;
 use fewstep::config::at_least_one;
 use fewstep::denoiser::Level;
 use fewstep::integrator::{inv_ddim_rows, Integrator, TeacherStep};
-use fewstep::objective::multistep::{mean_square, x_var, Prepared, Times, XVarSource};
+use fewstep::objective::multistep::{
+    mean_square, paper_xvar_frac, x_var, Prepared, Times, XVarSource,
+};
 use fewstep::objective::{
     scale_count, valid_student_steps, DistillObjective, Loss, ObjectiveCtx, Round,
 };
@@ -46,7 +48,7 @@ pub struct Progressive {
     pub later_integrator: Box<dyn Integrator>,
     /// eta of the per-example x_var = eta ||x_teacher - x||^2 / d of each teacher step.
     #[serde(
-        default = "xvar_frac",
+        default = "paper_xvar_frac",
         deserialize_with = "fewstep::config::non_negative"
     )]
     pub xvar_frac: f64,
@@ -60,9 +62,6 @@ fn student_steps() -> usize {
 }
 fn rounds() -> usize {
     6
-}
-fn xvar_frac() -> f64 {
-    0.75
 }
 fn iters_per_round() -> u64 {
     10_000
@@ -88,7 +87,7 @@ impl Default for Progressive {
             iters_per_round: iters_per_round(),
             teacher_integrator: teacher_integrator(),
             later_integrator: later_integrator(),
-            xvar_frac: xvar_frac(),
+            xvar_frac: paper_xvar_frac(),
             xvar_source: XVarSource::default(),
         }
     }

@@ -268,7 +268,7 @@ fn annealed_teacher_steps_and_grid_bookkeeping() {
         teacher: None,
     };
     for (i, total) in [(0, 64), (50_000, 288), (100_000, 1280)] {
-        let draws = setup.run(0, i, |ctx| ms.draw(ctx, 4, 3));
+        let draws = setup.run(0, i, |ctx| ms.random_draws(ctx, 4, 3));
         assert_eq!(draws.grid.total(), total);
     }
 
@@ -404,7 +404,7 @@ fn ct_with_one_teacher_step_per_segment_is_the_diffusion_loss() {
             teacher: None,
         };
         let (draws, p, loss) = setup.run(5, 0, |ctx| {
-            let draws = obj.draw(ctx, rows, 3);
+            let draws = obj.random_draws(ctx, rows, 3);
             let p = obj.prepare(ctx, &x, Flavour::Training, &draws).unwrap();
             let loss = obj.loss_with(ctx, &x, Flavour::Training, &draws).unwrap();
             (draws, p, loss)

@@ -125,24 +125,50 @@ pub fn inv_ddim_coeffs(schedule: &dyn Schedule, t: f64, s: f64) -> (f64, f64) {
     (1.0 / a, -r / a)
 }
 
-/// DDIM_{t->s}(x, z_t) for the whole batch at one (t, s).
-pub fn ddim_step(schedule: &dyn Schedule, x: Batch, z_t: Batch, t: f64, s: f64) -> Batch {
-    let (cx, cz) = ddim_coeffs(schedule, t, s);
+/// Coefficients `coeffs(schedule, t, s)` (DDIM's or its inverse's) applied to the whole batch.
+type Coeffs = fn(&dyn Schedule, f64, f64) -> (f64, f64);
+
+fn apply_scalar(
+    coeffs: Coeffs,
+    schedule: &dyn Schedule,
+    a: Batch,
+    b: Batch,
+    t: f64,
+    s: f64,
+) -> Batch {
+    let (cx, cz) = coeffs(schedule, t, s);
     Linear2 {
         cx: Coef::Scalar(cx),
         cz: Coef::Scalar(cz),
     }
-    .apply(x, z_t)
+    .apply(a, b)
+}
+
+/// The same with one (t, s) per row.
+fn apply_rows(
+    coeffs: Coeffs,
+    dev: &Dev,
+    schedule: &dyn Schedule,
+    (a, b): (Batch, Batch),
+    t: &[f64],
+    s: &[f64],
+) -> Batch {
+    let pairs = t
+        .iter()
+        .zip(s)
+        .map(|(&t, &s)| coeffs(schedule, t, s))
+        .collect();
+    Linear2::from_pairs(dev, pairs).apply(a, b)
+}
+
+/// DDIM_{t->s}(x, z_t) for the whole batch at one (t, s).
+pub fn ddim_step(schedule: &dyn Schedule, x: Batch, z_t: Batch, t: f64, s: f64) -> Batch {
+    apply_scalar(ddim_coeffs, schedule, x, z_t, t, s)
 }
 
 /// invDDIM_{t->s}(z_s, z_t) for the whole batch at one (t, s).
 pub fn inv_ddim(schedule: &dyn Schedule, z_s: Batch, z_t: Batch, t: f64, s: f64) -> Batch {
-    let (cx, cz) = inv_ddim_coeffs(schedule, t, s);
-    Linear2 {
-        cx: Coef::Scalar(cx),
-        cz: Coef::Scalar(cz),
-    }
-    .apply(z_s, z_t)
+    apply_scalar(inv_ddim_coeffs, schedule, z_s, z_t, t, s)
 }
 
 /// DDIM with one (t, s) per row.
@@ -154,12 +180,7 @@ pub fn ddim_step_rows(
     t: &[f64],
     s: &[f64],
 ) -> Batch {
-    let pairs = t
-        .iter()
-        .zip(s)
-        .map(|(&t, &s)| ddim_coeffs(schedule, t, s))
-        .collect();
-    Linear2::from_pairs(dev, pairs).apply(x, z_t)
+    apply_rows(ddim_coeffs, dev, schedule, (x, z_t), t, s)
 }
 
 /// Inverse DDIM with one (t, s) per row.
@@ -171,10 +192,5 @@ pub fn inv_ddim_rows(
     t: &[f64],
     s: &[f64],
 ) -> Batch {
-    let pairs = t
-        .iter()
-        .zip(s)
-        .map(|(&t, &s)| inv_ddim_coeffs(schedule, t, s))
-        .collect();
-    Linear2::from_pairs(dev, pairs).apply(z_s, z_t)
+    apply_rows(inv_ddim_coeffs, dev, schedule, (z_s, z_t), t, s)
 }

@@ -18,6 +18,12 @@ use rand::Rng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The paper's xvar_frac (A.1): the share of the per-example error ||x_teacher - x||^2 / d that
+/// the teacher step takes as x_var; a serde default of objectives that have one.
+pub fn paper_xvar_frac() -> f64 {
+    0.75
+}
+
 /// Where the teacher step's x_var comes from.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]

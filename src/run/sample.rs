@@ -5,7 +5,7 @@ use crate::checkpoint::{self, Meta};
 use crate::config::{to_toml, ConfigBuilder, Overrides};
 use crate::data::{self, Attrs, DataArray};
 use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec};
-use crate::integrator::Integrator;
+use crate::integrator::{Integrator, StepCtx};
 use crate::sampling;
 use crate::schedule::{uniform_grid, Schedule};
 use crate::tensor::{batch_from_vec, normal, seeded_device, Dev};
@@ -202,11 +202,10 @@ pub fn trajectories(cfg: &SampleConfig, points: usize) -> Result<Vec<Vec<(f64, f
         .chunks(dim)
         .map(|row| vec![(row[0] as f64, 1.0)])
         .collect();
+    let mut ctx = StepCtx::new(&ready.dev, cfg.schedule.as_ref(), ready.denoiser.as_ref());
     let steps = sampling::trajectory(
-        &ready.dev,
-        cfg.schedule.as_ref(),
+        &mut ctx,
         cfg.integrator.as_ref(),
-        ready.denoiser.as_ref(),
         batch_from_vec(&ready.dev, z1, cfg.n, dim),
         &uniform_grid(cfg.steps),
         points,

@@ -1,8 +1,13 @@
-//! `log.jsonl`: one line of means per logging window.
+//! What a run reports as it goes: `log.jsonl` (one line of means per logging window) and the
+//! progress bar.
 
 use super::step::StepStats;
+use super::TrainConfig;
 use anyhow::Result;
+use indicatif::{ProgressBar, ProgressDrawTarget};
 use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,7 +27,7 @@ pub struct LogLine {
     pub data_wait: f64,
 }
 
-pub(super) struct Window {
+struct Window {
     since: Instant,
     n: u64,
     loss: f64,
@@ -32,7 +37,7 @@ pub(super) struct Window {
 }
 
 impl Window {
-    pub(super) fn new(since: Instant) -> Self {
+    fn new(since: Instant) -> Self {
         Window {
             since,
             n: 0,
@@ -43,18 +48,18 @@ impl Window {
         }
     }
 
-    pub(super) fn wait(&mut self, d: Duration) {
+    fn wait(&mut self, d: Duration) {
         self.waited += d;
     }
 
-    pub(super) fn add(&mut self, s: &StepStats) {
+    fn add(&mut self, s: &StepStats) {
         self.n += 1;
         self.loss += s.loss;
         self.grad_norm += s.grad_norm;
         self.lr = s.lr;
     }
 
-    pub(super) fn line(&self, step: u64, batch: usize, t0: Instant) -> LogLine {
+    fn line(&self, step: u64, batch: usize, t0: Instant) -> LogLine {
         let n = self.n.max(1) as f64;
         let wall = self.since.elapsed().as_secs_f64().max(1e-9);
         let rate = n / wall;
@@ -68,6 +73,73 @@ impl Window {
             elapsed_s: t0.elapsed().as_secs_f64(),
             data_wait: (self.waited.as_secs_f64() / wall).min(1.0),
         }
+    }
+}
+
+/// The log file, the current window and the bar of a run from its first step to train.
+pub(super) struct Report {
+    log: File,
+    window: Window,
+    bar: ProgressBar,
+    t0: Instant,
+    log_every: u64,
+    steps: u64,
+    batch: usize,
+    /// Mean loss of the last logged window.
+    pub loss: f64,
+}
+
+impl Report {
+    /// Starts reporting at step `start` into `log` (`show`: draw the bar on a terminal).
+    pub fn new(cfg: &TrainConfig, log: File, start: u64, show: bool) -> Self {
+        let bar = crate::progress::bar(cfg.steps, "training");
+        if !show {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_position(start);
+        Report {
+            log,
+            window: Window::new(Instant::now()),
+            bar,
+            t0: Instant::now(),
+            log_every: cfg.log_every,
+            steps: cfg.steps,
+            batch: cfg.batch,
+            loss: f64::NAN,
+        }
+    }
+
+    /// Time spent waiting for the loader.
+    pub fn waited(&mut self, d: Duration) {
+        self.window.wait(d);
+    }
+
+    /// Adds step `done`'s stats; at the end of a window writes its line and shows it on the bar.
+    pub fn step(&mut self, done: u64, stats: &StepStats) -> Result<()> {
+        self.window.add(stats);
+        if done % self.log_every == 0 || done == self.steps {
+            let line = self.window.line(done, self.batch, self.t0);
+            self.loss = line.loss;
+            writeln!(self.log, "{}", serde_json::to_string(&line)?)?;
+            self.bar.set_message(format!(
+                "loss {:.4} | {:.1} it/s",
+                line.loss, line.steps_per_s
+            ));
+            self.window = Window::new(Instant::now());
+        }
+        self.bar.inc(1);
+        Ok(())
+    }
+
+    /// Leaves the bar where a failed step stopped it.
+    pub fn abandon(&self) {
+        self.bar.abandon();
+    }
+
+    /// Clears the bar; returns the seconds since reporting started.
+    pub fn finish(&self) -> f64 {
+        self.bar.finish_and_clear();
+        self.t0.elapsed().as_secs_f64()
     }
 }
 

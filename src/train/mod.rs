@@ -26,10 +26,9 @@ use crate::objective::{scale_count, DistillObjective};
 use crate::schedule::Schedule;
 use crate::tensor::{batch_to_device, seeded_device};
 use anyhow::{bail, Result};
-use log::Window;
+use log::Report;
 use rounds::RoundTeacher;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -160,9 +159,9 @@ pub struct TrainOutcome {
 pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOutcome> {
     cfg.check()?;
     let dev = seeded_device(cfg.seed);
-    let mut run = setup::Run::open(cfg, &dev, resume)?;
+    let mut run = setup::RunState::open(cfg, &dev, resume)?;
     let config_toml = crate::config::to_toml(cfg)?;
-    let mut log = setup::prepare_folder(cfg, resume, &config_toml)?;
+    let log = setup::prepare_folder(cfg, resume, &config_toml)?;
     let about = run.net.describe();
     // A checkpoint after `step` iterations records the S of the round the last one trained.
     let meta = |step: u64| Meta {
@@ -177,15 +176,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
             .or(cfg.objective.student_steps()),
     };
     let mut rounds = RoundTeacher::default();
-
-    let bar = crate::progress::bar(cfg.steps, "training");
-    if !progress {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.set_position(run.start);
-    let t0 = Instant::now();
-    let mut window = Window::new(Instant::now());
-    let mut outcome_loss = f64::NAN;
+    let mut report = Report::new(cfg, log, run.start, progress);
     for step in run.start..cfg.steps {
         if let Some(r) = cfg.objective.round(step).filter(|r| r.index > 0) {
             rounds.enter(&r, &cfg.out, &dev, || run.net.state(&PARTS), meta(r.start))?;
@@ -193,29 +184,18 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         let active = rounds.teacher().or(run.teacher.as_deref());
         let waited = Instant::now();
         let b = run.loader.next_batch()?;
-        window.wait(waited.elapsed());
+        report.waited(waited.elapsed());
         let x = batch_to_device(&dev, b.values, b.rows, run.dim);
         let stats = train_step(cfg, &dev, run.net.as_mut(), active, &x, step).map_err(|e| {
-            bar.abandon();
+            report.abandon();
             let kept = match &run.last {
                 Some(p) => format!("the last good checkpoint is {}", p.display()),
                 None => "no checkpoint was written yet".to_string(),
             };
             e.context(format!("training stopped; {kept}"))
         })?;
-        window.add(&stats);
         let done = step + 1;
-        if done % cfg.log_every == 0 || done == cfg.steps {
-            let line = window.line(done, cfg.batch, t0);
-            outcome_loss = line.loss;
-            writeln!(log, "{}", serde_json::to_string(&line)?)?;
-            bar.set_message(format!(
-                "loss {:.4} | {:.1} it/s",
-                line.loss, line.steps_per_s
-            ));
-            window = Window::new(Instant::now());
-        }
-        bar.inc(1);
+        report.step(done, &stats)?;
         if done % cfg.checkpoint_every == 0 || done == cfg.steps {
             let path = checkpoint::save(&cfg.out, &meta(done), &run.net.state(&PARTS))?;
             checkpoint::prune(&cfg.out, cfg.keep_checkpoints)?;
@@ -223,12 +203,11 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
             run.last = Some(path);
         }
     }
-    bar.finish_and_clear();
-    let seconds = t0.elapsed().as_secs_f64();
+    let seconds = report.finish();
     Ok(TrainOutcome {
         step: cfg.steps,
         checkpoint: run.last.expect("the last step writes a checkpoint"),
-        loss: outcome_loss,
+        loss: report.loss,
         steps_per_s: (cfg.steps - run.start) as f64 / seconds,
         seconds,
     })

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// What the step loop works with.
-pub struct Run {
+pub struct RunState {
     pub loader: Loader,
     pub net: Box<dyn Network>,
     pub teacher: Option<Box<dyn Denoiser>>,
@@ -25,7 +25,7 @@ pub struct Run {
     pub last: Option<PathBuf>,
 }
 
-impl Run {
+impl RunState {
     /// Opens the data, builds the network from the device's seeded generator (always, so a
     /// resumed run's device is where the uninterrupted run's was), loads the teacher, then
     /// resumes from `cfg.out`'s latest checkpoint or starts from `cfg.init`.
@@ -38,7 +38,7 @@ impl Run {
             init: true,
         })?;
         tracing::info!("network: {}", net.describe());
-        let mut run = Run {
+        let mut run = RunState {
             dim: loader.row_dim(),
             loader,
             net,

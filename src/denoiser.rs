@@ -99,21 +99,14 @@ pub trait Network: Student {
     /// The training weights without gradients (the `target` of consistency objectives).
     fn as_denoiser(&self) -> &dyn Denoiser;
     /// The exponential moving average of the weights: the model that is sampled.
-    fn ema(&self) -> &dyn Denoiser;
     fn into_ema(self: Box<Self>) -> Box<dyn Denoiser>;
     /// A zeroed gradient buffer for the training weights (the tape of a forward pass).
     fn alloc_grads(&self) -> Gradients<f32, Dev>;
-    /// The global L2 norm of the weights' gradients.
-    fn grad_norm(&self, grads: &mut Gradients<f32, Dev>) -> Result<f64>;
-    /// One AdamW update with gradients multiplied by `grad_scale` (clipping); `t` counts
-    /// updates from 1 (bias correction).
-    fn adamw(
-        &mut self,
-        grads: &mut Gradients<f32, Dev>,
-        opt: &AdamW,
-        t: u64,
-        grad_scale: f64,
-    ) -> Result<()>;
+    /// Takes the weights' gradients from a backward pass and returns their global L2 norm.
+    fn grad_norm(&mut self, grads: &mut Gradients<f32, Dev>) -> Result<f64>;
+    /// One AdamW update with the gradients [`Self::grad_norm`] took, multiplied by
+    /// `grad_scale` (clipping); `t` counts updates from 1 (bias correction).
+    fn adamw(&mut self, opt: &AdamW, t: u64, grad_scale: f64) -> Result<()>;
     /// ema = decay * ema + (1 - decay) * weights.
     fn update_ema(&mut self, decay: f64) -> Result<()>;
     /// Every tensor of the given parts (all of [`PARTS`] for a checkpoint), by name.

@@ -1,5 +1,5 @@
-//! Training: exact resume, determinism, the NaN guard, checkpoint errors, the network menus, a
-//! U-ViT that learns and round-trips, sampling from checkpoints, and calibration against the
+//! Training: exact resume, determinism, the NaN guard, checkpoint errors, network shapes (an mlp
+//! in any dimension), a U-ViT that learns and round-trips, sampling from checkpoints, and calibration against the
 //! closed-form posterior variance of Gaussian data.
 
 mod common;
@@ -214,9 +214,9 @@ fn missing_checkpoints_are_clear_errors() {
 }
 
 #[test]
-fn network_menus_list_the_valid_choices() {
+fn network_shapes_come_from_the_config_and_the_data() {
     let net = |spec: &str, shape: Vec<usize>| {
-        let spec: Box<dyn DenoiserSpec> = plugin_from_toml(spec).unwrap();
+        let spec: Box<dyn DenoiserSpec> = plugin_from_toml(spec)?;
         let ctx = NetCtx {
             dev: seeded_device(0),
             row_shape: shape,
@@ -224,16 +224,23 @@ fn network_menus_list_the_valid_choices() {
         };
         spec.network(&ctx).map(|n| n.describe())
     };
-    let err = format!(
-        "{:#}",
-        net("name = \"mlp\"\nwidth = 300", vec![2]).unwrap_err()
+    // Any data dimension, width and depth: 17 -> 300 (cond 32 -> 300), 2 hidden, 300 -> 17.
+    let about = net("name = \"mlp\"\nwidth = 300\ndepth = 3", vec![17]).unwrap();
+    let params = 32 * 300 + 300 + 17 * 300 + 300 + 2 * (300 * 300 + 300) + 300 * 17 + 17;
+    assert_eq!(
+        about,
+        format!("mlp dim 17 width 300 depth 3 ({params} parameters)")
     );
-    assert!(
-        err.contains("[256, 512]") && err.contains("[1, 2, 64]"),
-        "{err}"
-    );
-    let err = format!("{:#}", net("name = \"mlp\"", vec![3]).unwrap_err());
-    assert!(err.contains("dimension 3"), "{err}");
+    assert!(net("name = \"mlp\"\nwidth = 512", vec![64])
+        .unwrap()
+        .starts_with("mlp dim 64 width 512 ("));
+    for bad in ["width = 0", "depth = 0"] {
+        let err = format!(
+            "{:#}",
+            net(&format!("name = \"mlp\"\n{bad}"), vec![2]).unwrap_err()
+        );
+        assert!(err.contains(">= 1"), "{bad}: {err}");
+    }
     let err = format!("{:#}", net("name = \"uvit\"", vec![3, 20, 20]).unwrap_err());
     assert!(
         err.contains("3x32x32") && err.contains("[3, 20, 20]"),
@@ -241,9 +248,41 @@ fn network_menus_list_the_valid_choices() {
     );
     let err = format!("{:#}", net("name = \"gmm\"", vec![2]).unwrap_err());
     assert!(err.contains("cannot be trained"), "{err}");
-    assert!(net("name = \"mlp\"\nwidth = 512", vec![64])
-        .unwrap()
-        .contains("dim 64 width 512"));
+}
+
+#[test]
+fn mlp_trains_and_samples_in_any_dimension() {
+    let dir = tempfile::tempdir().unwrap();
+    for dim in [1, 3, 17, 100] {
+        let data = dir.path().join(format!("d{dim}.h5"));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(dim as u64);
+        let rows: Vec<f32> = (0..256 * dim)
+            .map(|i| {
+                (i % dim) as f32 / dim as f32
+                    + 0.1 * rng.sample::<f32, _>(rand_distr::StandardNormal)
+            })
+            .collect();
+        write_data(&data, &DataArray::new(rows, vec![256, dim]), &vec![]).unwrap();
+        let out = dir.path().join(format!("run{dim}"));
+        let cfg = config(
+            &data,
+            &out,
+            "steps = 30\n[denoiser]\nname = \"mlp\"\nwidth = 48\ndepth = 2",
+        );
+        let done = train(&cfg, false, false).unwrap();
+        assert!(done.loss.is_finite(), "dim {dim}");
+        let overrides = fewstep::config::Overrides::default()
+            .path("checkpoint", Some(&out))
+            .set("n", Some(40))
+            .set("steps", Some(4))
+            .path("out", Some(&dir.path().join(format!("s{dim}.h5"))));
+        let drawn = sample(&SampleConfig::resolve(None, &overrides).unwrap()).unwrap();
+        assert_eq!(drawn.samples.shape, vec![40, dim]);
+        assert!(
+            drawn.samples.values.iter().all(|v| v.is_finite()),
+            "dim {dim}"
+        );
+    }
 }
 
 #[test]
@@ -295,10 +334,11 @@ fn uvit_learns_and_its_checkpoint_round_trips() {
         .unwrap();
     let z = fewstep::tensor::normal(&dev, 4, 768);
     let schedule: Box<dyn Schedule> = plugin_from_toml("name = \"cosine\"").unwrap();
+    let ema = net.into_ema();
     for t in [0.0, 0.3, 1.0] {
         let level = Level::at(schedule.as_ref(), t);
         let a = sampled.denoise(&z, &level).unwrap().as_vec();
-        let b = net.ema().denoise(&z, &level).unwrap().as_vec();
+        let b = ema.denoise(&z, &level).unwrap().as_vec();
         assert_eq!(a, b);
         assert!(a.iter().all(|v| v.is_finite()));
     }

@@ -6,14 +6,19 @@
 //! pass ([`VNet::v`]); parameter counting, AdamW, gradient norms, the EMA and named state for
 //! checkpoints are written once here, as visitors over the module's tensors:
 //! - [`vnet`]: the v-parametrisation and the log-SNR embedding every network shares;
+//! - [`dense`]: a fully connected layer with runtime sizes (networks shaped by their config);
 //! - [`trainable`]: the wrapper ([`Trainable`]) and [`build_network`];
-//! - `optimiser`: AdamW, gradient norm; `state`: host copies of the tensors.
+//! - [`params`]: a network's tensors by name, copied to and from flat host vectors;
+//! - `optimiser`: AdamW, the EMA and the gradient norm, one parallel pass each over those vectors.
 
+pub mod dense;
 mod optimiser;
-mod state;
+pub mod params;
 pub mod trainable;
 pub mod vnet;
 
+pub use dense::Dense;
+pub use params::{Param, Params};
 pub use trainable::{build_network, Trainable};
 pub use vnet::{
     fixed_width, logsnr_features, runtime_width, silu, VModel, VNet, FEATURES, LOGSNR_CLIP,

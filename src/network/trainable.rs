@@ -1,63 +1,83 @@
 //! [`Trainable`]: the one generic [`Network`] over any [`VNet`], and [`build_network`], what a
-//! network plugin's `DenoiserSpec::network` calls.
+//! network plugin with compile-time shapes calls from `DenoiserSpec::network`.
+//!
+//! The network's tensors (on the device) are the training weights; their AdamW moments and EMA
+//! live in flat host vectors beside a host copy of the weights, so every optimiser pass is one
+//! parallel loop ([`super::optimiser`]) and the checkpoint state is a set of slices.
 
-use super::optimiser::{AdamWOp, SumSquares, Zero};
-use super::state::{Export, Import, ZeroBuild};
+use super::optimiser;
+use super::params::Layout;
 use super::vnet::{VModel, VNet};
 use crate::denoiser::{AdamW, Denoiser, Level, NetCtx, Network, Student, TapedBatch};
-use crate::tensor::{dev_err, Batch, Dev, StateDict};
+use crate::tensor::{dev_err, Batch, Dev, DevErr, HostTensor, StateDict};
 use anyhow::{bail, Result};
-use dfdx::nn::{BuildModule, ModelEMA, NumParams, RecursiveWalker, ZeroGrads};
+use dfdx::nn::{BuildModule, RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor};
 use dfdx::prelude::*;
 
-/// The generic [`Network`] over any [`VNet`]: weights, EMA and AdamW moments are four values of
-/// the same module type, so one set of visitors serves them all.
+/// A [`VNet`] with its optimiser state: the weights as device tensors (what the forward pass
+/// uses) and on the host, the gradient of the last backward pass, AdamW's moments and the EMA.
 pub struct Trainable<M: VNet> {
-    weights: VModel<M>,
-    ema: VModel<M>,
-    adam_m: M,
-    adam_v: M,
+    model: VModel<M>,
+    layout: Layout,
+    weights: Vec<f32>,
+    grad: Vec<f32>,
+    adam_m: Vec<f32>,
+    adam_v: Vec<f32>,
+    ema: Vec<f32>,
     about: String,
 }
 
 impl<M: VNet> Trainable<M> {
     /// Wraps a freshly built module (initialised by the device's seeded generator). The EMA
     /// starts equal to the weights, the AdamW moments at zero.
-    pub fn new(dev: &Dev, net: M, dim: usize, about: impl Into<String>) -> Result<Self> {
-        let mut zeros = net.clone();
-        M::iter_tensors(&mut RecursiveWalker {
-            m: &mut zeros,
-            f: &mut Zero,
-        })
-        .map_err(dev_err)?;
-        let weights = VModel {
-            net,
-            dev: dev.clone(),
-            dim,
-        };
-        Ok(Trainable {
+    pub fn new(dev: &Dev, net: M, dim: usize, about: impl Into<String>) -> Self {
+        let layout = Layout::of(&net);
+        let n = layout.len();
+        let mut weights = vec![0.0; n];
+        let mut at = layout.entries.iter();
+        net.each_param(&mut |_, p| {
+            let (_, _, range) = at.next().expect("the layout lists every tensor");
+            p.read(&mut weights[range.clone()]);
+        });
+        Trainable {
+            model: VModel {
+                net,
+                dev: dev.clone(),
+                dim,
+            },
+            layout,
             ema: weights.clone(),
             weights,
-            adam_m: zeros.clone(),
-            adam_v: zeros,
+            grad: vec![0.0; n],
+            adam_m: vec![0.0; n],
+            adam_v: vec![0.0; n],
             about: about.into(),
-        })
+        }
     }
 
-    fn part(&self, name: &str) -> &M {
+    /// Writes host values (the weights or the EMA) into the device tensors.
+    fn upload(net: &mut M, layout: &Layout, values: &[f32]) {
+        let mut at = layout.entries.iter();
+        net.each_param_mut(&mut |_, p| {
+            let (_, _, range) = at.next().expect("the layout lists every tensor");
+            p.write(&values[range.clone()]);
+        });
+    }
+
+    fn part(&self, name: &str) -> &[f32] {
         match name {
-            "net" => &self.weights.net,
-            "ema" => &self.ema.net,
+            "net" => &self.weights,
+            "ema" => &self.ema,
             "adam_m" => &self.adam_m,
             "adam_v" => &self.adam_v,
             _ => unreachable!("unknown state part {name}"),
         }
     }
 
-    fn part_mut(&mut self, name: &str) -> &mut M {
+    fn part_mut(&mut self, name: &str) -> &mut Vec<f32> {
         match name {
-            "net" => &mut self.weights.net,
-            "ema" => &mut self.ema.net,
+            "net" => &mut self.weights,
+            "ema" => &mut self.ema,
             "adam_m" => &mut self.adam_m,
             "adam_v" => &mut self.adam_v,
             _ => unreachable!("unknown state part {name}"),
@@ -67,17 +87,17 @@ impl<M: VNet> Trainable<M> {
 
 impl<M: VNet> Denoiser for Trainable<M> {
     fn dim(&self) -> usize {
-        self.weights.dim
+        self.model.dim
     }
 
     fn denoise(&self, z: &Batch, level: &Level) -> Result<Batch> {
-        self.weights.denoise(z, level)
+        self.model.denoise(z, level)
     }
 }
 
 impl<M: VNet> Student for Trainable<M> {
     fn denoise_taped(&self, z: TapedBatch, level: &Level) -> Result<TapedBatch> {
-        self.weights.x_hat(z, level)
+        self.model.x_hat(z, level)
     }
 }
 
@@ -87,7 +107,7 @@ impl<M: VNet> Network for Trainable<M> {
     }
 
     fn num_params(&self) -> usize {
-        self.weights.net.num_trainable_params()
+        self.layout.len()
     }
 
     fn as_student(&self) -> &dyn Student {
@@ -95,71 +115,67 @@ impl<M: VNet> Network for Trainable<M> {
     }
 
     fn as_denoiser(&self) -> &dyn Denoiser {
-        &self.weights
-    }
-
-    fn ema(&self) -> &dyn Denoiser {
-        &self.ema
+        &self.model
     }
 
     fn into_ema(self: Box<Self>) -> Box<dyn Denoiser> {
-        Box::new(self.ema)
+        let Trainable {
+            mut model,
+            layout,
+            ema,
+            ..
+        } = *self;
+        Self::upload(&mut model.net, &layout, &ema);
+        Box::new(model)
     }
 
     fn alloc_grads(&self) -> Gradients<f32, Dev> {
-        self.weights.net.alloc_grads()
+        self.model.net.new_grads()
     }
 
-    fn grad_norm(&self, grads: &mut Gradients<f32, Dev>) -> Result<f64> {
-        let mut op = SumSquares { grads, acc: None };
-        M::iter_tensors(&mut RecursiveWalker {
-            m: &self.weights.net,
-            f: &mut op,
-        })
-        .map_err(dev_err)?;
-        Ok(op.acc.map_or(0.0, |a| f64::from(a.array()).sqrt()))
+    fn grad_norm(&mut self, grads: &mut Gradients<f32, Dev>) -> Result<f64> {
+        let mut at = self.layout.entries.iter();
+        let grad = &mut self.grad;
+        self.model.net.each_param(&mut |_, p| {
+            let (_, _, range) = at.next().expect("the layout lists every tensor");
+            p.grad(grads, &mut grad[range.clone()]);
+        });
+        let ranges: Vec<_> = self.layout.entries.iter().map(|e| e.2.clone()).collect();
+        Ok(optimiser::grad_norm(&self.grad, &ranges))
     }
 
-    fn adamw(
-        &mut self,
-        grads: &mut Gradients<f32, Dev>,
-        opt: &AdamW,
-        t: u64,
-        grad_scale: f64,
-    ) -> Result<()> {
-        let mut op = AdamWOp {
-            grads,
-            opt: *opt,
-            t: t.max(1) as i32,
+    fn adamw(&mut self, opt: &AdamW, t: u64, grad_scale: f64) -> Result<()> {
+        optimiser::adamw(
+            &mut self.weights,
+            &mut self.adam_m,
+            &mut self.adam_v,
+            &self.grad,
+            opt,
+            t,
             grad_scale,
-        };
-        M::iter_tensors(&mut RecursiveWalker {
-            m: (&mut self.weights.net, &mut self.adam_m, &mut self.adam_v),
-            f: &mut op,
-        })
-        .map_err(dev_err)?;
+        );
+        Self::upload(&mut self.model.net, &self.layout, &self.weights);
         Ok(())
     }
 
     fn update_ema(&mut self, decay: f64) -> Result<()> {
-        self.ema
-            .net
-            .try_ema(&self.weights.net, decay)
-            .map_err(dev_err)
+        optimiser::ema(&mut self.ema, &self.weights, decay);
+        Ok(())
     }
 
     fn state(&self, parts: &[&str]) -> StateDict {
         let mut out = StateDict::new();
         for part in parts {
-            let mut op = Export {
-                prefix: part,
-                out: &mut out,
-            };
-            M::iter_tensors(&mut RecursiveWalker {
-                m: (self.part(part), String::new()),
-                f: &mut op,
-            })
-            .expect("export cannot fail");
+            let values = self.part(part);
+            for (name, shape, range) in &self.layout.entries {
+                out.insert(
+                    format!("{part}.{name}"),
+                    HostTensor {
+                        shape: shape.clone(),
+                        values: values[range.clone()].to_vec(),
+                    },
+                );
+            }
         }
         out
     }
@@ -167,16 +183,22 @@ impl<M: VNet> Network for Trainable<M> {
     fn load_state(&mut self, state: &StateDict, parts: &[&str]) -> Result<()> {
         let mut problems = Vec::new();
         for part in parts {
-            let mut op = Import {
-                prefix: part,
-                state,
-                problems: &mut problems,
-            };
-            M::iter_tensors(&mut RecursiveWalker {
-                m: (self.part_mut(part), String::new()),
-                f: &mut op,
-            })
-            .expect("import reports problems instead of failing");
+            let entries = self.layout.entries.clone();
+            let values = self.part_mut(part);
+            for (name, shape, range) in &entries {
+                let key = format!("{part}.{name}");
+                match state.get(&key) {
+                    None => problems.push(format!(
+                        "tensor `{key}` (shape {shape:?}) is missing from the checkpoint"
+                    )),
+                    Some(h) if &h.shape != shape => problems.push(format!(
+                        "tensor `{key}`: the checkpoint has shape {:?}, the configured network \
+                         expects {shape:?}",
+                        h.shape
+                    )),
+                    Some(h) => values[range.clone()].copy_from_slice(&h.values),
+                }
+            }
         }
         if !problems.is_empty() {
             let shown = problems.len().min(8);
@@ -191,13 +213,17 @@ impl<M: VNet> Network for Trainable<M> {
                 }
             );
         }
+        if parts.contains(&"net") {
+            Self::upload(&mut self.model.net, &self.layout, &self.weights);
+        }
         Ok(())
     }
 }
 
-/// Builds a [`VNet`] on the seeded device, lets `init` adjust it (e.g. zero the output layer),
-/// and wraps it as a trainable [`Network`] for rows of `dim` values.
-pub fn build_network<M: VNet>(
+/// Builds a dfdx module on the seeded device (or as zeros, without drawing, for weights about to
+/// be loaded), lets `init` adjust it (e.g. zero the output layer), and wraps it as a trainable
+/// [`Network`] for rows of `dim` values.
+pub fn build_network<M: VNet + TensorCollection<f32, Dev, To<f32, Dev> = M>>(
     ctx: &NetCtx,
     dim: usize,
     about: impl Into<String>,
@@ -214,5 +240,23 @@ pub fn build_network<M: VNet>(
         .expect("the builder returns the module")
     };
     init(&mut net);
-    Ok(Box::new(Trainable::new(&ctx.dev, net, dim, about)?))
+    Ok(Box::new(Trainable::new(&ctx.dev, net, dim, about)))
+}
+
+/// Builds every tensor as zeros (no draws from the device's generator).
+struct ZeroBuild<'a>(&'a Dev);
+
+impl TensorVisitor<f32, Dev> for ZeroBuild<'_> {
+    type Viewer = ();
+    type Err = DevErr;
+    type E2 = f32;
+    type D2 = Dev;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, Dev>,
+        _: (),
+    ) -> Result<Option<Tensor<S, f32, Dev>>, DevErr> {
+        Ok(Some(self.0.try_zeros_like(&opts.shape)?))
+    }
 }

@@ -1,10 +1,10 @@
 //! The parametrisation every network shares: a dfdx module predicts v from z and the embedded
 //! log-SNR, and x_hat = alpha z - sigma v.
 
+use super::params::Params;
 use crate::denoiser::{Denoiser, Level};
 use crate::tensor::{Batch, Coef, Dev};
 use anyhow::{bail, Result};
-use dfdx::nn::TensorCollection;
 use dfdx::prelude::*;
 
 /// Width of the log-SNR embedding [`logsnr_features`] produces.
@@ -15,7 +15,7 @@ pub const LOGSNR_CLIP: f64 = 20.0;
 
 /// What a concrete network implements: a dfdx module that predicts v from z and the embedded
 /// log-SNR. `T` is the tape: `NoneTape` for sampling, `OwnedTape` for training.
-pub trait VNet: TensorCollection<f32, Dev, To<f32, Dev> = Self> + Clone + 'static {
+pub trait VNet: Params + Clone + 'static {
     /// v for each row of `z` (`[batch, dim]`), given `cond = logsnr_features(..)` (`[batch, 32]`).
     /// The tape of `z` must be threaded through every parameter use (see [`silu`] and the
     /// built-in `mlp` for the pattern).

@@ -63,7 +63,7 @@ pub fn train_step(
         1.0
     };
     let opt = cfg.adamw(step);
-    net.adamw(&mut grads, &opt, step + 1, scale)?;
+    net.adamw(&opt, step + 1, scale)?;
     net.update_ema(cfg.ema_decay_at(step))?;
     Ok(StepStats {
         loss: value,

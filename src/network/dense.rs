@@ -1,0 +1,61 @@
+//! [`Dense`]: a fully connected layer whose sizes are runtime numbers, y = x W^T + b. It is
+//! dfdx's `Linear` (same initialisation, same ops, so the same numbers) without the compile-time
+//! sizes, so a network's shape can come from its config and its data.
+
+use super::params::Param;
+use crate::tensor::Dev;
+use dfdx::prelude::*;
+use rand_distr::Uniform;
+
+/// y = x W^T + b with W `[out, in]` and b `[out]`.
+#[derive(Clone, Debug)]
+pub struct Dense {
+    pub weight: Tensor<(usize, usize), f32, Dev>,
+    pub bias: Tensor<(usize,), f32, Dev>,
+}
+
+impl Dense {
+    /// W and b drawn from U(-1/sqrt(in), 1/sqrt(in)) on the device's seeded generator, W first
+    /// (as dfdx's `Linear`); with `init` false, zeros and no draws (weights about to be loaded).
+    pub fn new(dev: &Dev, inputs: usize, outputs: usize, init: bool) -> Self {
+        let mut weight = dev.zeros_like(&(outputs, inputs));
+        let mut bias = dev.zeros_like(&(outputs,));
+        if init {
+            let b = 1.0 / (inputs as f32).sqrt();
+            weight.fill_with_distr(Uniform::new(-b, b));
+            bias.fill_with_distr(Uniform::new(-b, b));
+        }
+        Dense { weight, bias }
+    }
+
+    /// The sizes (inputs, outputs).
+    pub fn sizes(&self) -> (usize, usize) {
+        let (outputs, inputs) = *self.weight.shape();
+        (inputs, outputs)
+    }
+
+    /// x W^T + b for each row of `x` (`[batch, in]`), recording on `x`'s tape.
+    pub fn forward<T: Tape<f32, Dev>>(
+        &self,
+        x: Tensor<(usize, usize), f32, Dev, T>,
+    ) -> Tensor<(usize, usize), f32, Dev, T> {
+        let y = x.matmul(self.weight.retaped::<T>().permute::<_, Axes2<1, 0>>());
+        let shape = *y.shape();
+        y + self
+            .bias
+            .retaped::<T>()
+            .broadcast_like::<_, Axis<0>>(&shape)
+    }
+
+    /// `f(name, tensor)` for W and b, named `<prefix>.weight` and `<prefix>.bias`.
+    pub fn each_param(&self, prefix: &str, f: &mut dyn FnMut(&str, &dyn Param)) {
+        f(&format!("{prefix}.weight"), &self.weight);
+        f(&format!("{prefix}.bias"), &self.bias);
+    }
+
+    /// The same, mutable.
+    pub fn each_param_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut dyn Param)) {
+        f(&format!("{prefix}.weight"), &mut self.weight);
+        f(&format!("{prefix}.bias"), &mut self.bias);
+    }
+}

@@ -1,0 +1,150 @@
+//! A network's trainable tensors as the optimiser sees them: each one copied to and from the
+//! host by name and shape, so AdamW, the EMA and the checkpoint state work on flat host vectors
+//! whatever the tensors' (compile-time or runtime) shapes.
+
+use crate::tensor::{Dev, DevErr};
+use dfdx::nn::{
+    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
+    ViewTensorRef, ZeroGrads,
+};
+use dfdx::prelude::*;
+
+/// One trainable tensor, of any shape.
+pub trait Param {
+    fn dims(&self) -> Vec<usize>;
+    /// Copies the values (row-major) into `out`.
+    fn read(&self, out: &mut [f32]);
+    /// Replaces the values with `src`.
+    fn write(&mut self, src: &[f32]);
+    /// Copies the tensor's gradient in `grads` into `out` (zeros where the loss did not reach it).
+    fn grad(&self, grads: &mut Gradients<f32, Dev>, out: &mut [f32]);
+}
+
+impl<S: Shape> Param for Tensor<S, f32, Dev> {
+    fn dims(&self) -> Vec<usize> {
+        self.shape().concrete().into_iter().collect()
+    }
+
+    fn read(&self, out: &mut [f32]) {
+        self.copy_into(out);
+    }
+
+    fn write(&mut self, src: &[f32]) {
+        self.copy_from(src);
+    }
+
+    fn grad(&self, grads: &mut Gradients<f32, Dev>, out: &mut [f32]) {
+        grads
+            .try_alloc_for(self)
+            .expect("allocating a gradient buffer cannot fail on this device");
+        grads.get(self).copy_into(out);
+    }
+}
+
+/// A network's trainable tensors, by name (`input.weight`, `hidden.0.bias`, ...), always in
+/// the same order.
+pub trait Params {
+    fn each_param(&self, f: &mut dyn FnMut(&str, &dyn Param));
+    fn each_param_mut(&mut self, f: &mut dyn FnMut(&str, &mut dyn Param));
+
+    /// An empty gradient buffer for a taped forward pass.
+    fn new_grads(&self) -> Gradients<f32, Dev> {
+        Gradients::leaky()
+    }
+}
+
+/// dfdx modules (compile-time shapes) list their trainable tensors through their
+/// `TensorCollection`, named by their module paths.
+impl<M: TensorCollection<f32, Dev, To<f32, Dev> = M>> Params for M {
+    fn each_param(&self, f: &mut dyn FnMut(&str, &dyn Param)) {
+        M::iter_tensors(&mut RecursiveWalker {
+            m: (self, String::new()),
+            f: &mut Visit(f),
+        })
+        .expect("visiting tensors cannot fail");
+    }
+
+    fn each_param_mut(&mut self, f: &mut dyn FnMut(&str, &mut dyn Param)) {
+        M::iter_tensors(&mut RecursiveWalker {
+            m: (self, String::new()),
+            f: &mut VisitMut(f),
+        })
+        .expect("visiting tensors cannot fail");
+    }
+
+    /// Zeroed gradients of the trainable tensors, whose ids dfdx keeps as leaves (it frees the
+    /// others' gradients after the backward pass).
+    fn new_grads(&self) -> Gradients<f32, Dev> {
+        self.alloc_grads()
+    }
+}
+
+struct Visit<'a>(&'a mut dyn FnMut(&str, &dyn Param));
+
+impl TensorVisitor<f32, Dev> for Visit<'_> {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = DevErr;
+    type E2 = f32;
+    type D2 = Dev;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, Dev>,
+        (t, name): (&Tensor<S, f32, Dev>, String),
+    ) -> Result<Option<Tensor<S, f32, Dev>>, DevErr> {
+        if opts.do_gradient_update {
+            (self.0)(&name, t);
+        }
+        Ok(None)
+    }
+}
+
+struct VisitMut<'a>(&'a mut dyn FnMut(&str, &mut dyn Param));
+
+impl TensorVisitor<f32, Dev> for VisitMut<'_> {
+    type Viewer = (ViewTensorMut, ViewTensorName);
+    type Err = DevErr;
+    type E2 = f32;
+    type D2 = Dev;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, Dev>,
+        (t, name): (&mut Tensor<S, f32, Dev>, String),
+    ) -> Result<Option<Tensor<S, f32, Dev>>, DevErr> {
+        if opts.do_gradient_update {
+            (self.0)(&name, t);
+        }
+        Ok(None)
+    }
+}
+
+/// Where each tensor of a [`Params`] lives in a flat vector: names, shapes and offsets, in the
+/// network's order.
+#[derive(Clone, Debug, Default)]
+pub struct Layout {
+    pub entries: Vec<(String, Vec<usize>, std::ops::Range<usize>)>,
+}
+
+impl Layout {
+    pub fn of(net: &dyn Params) -> Self {
+        let mut entries = Vec::new();
+        let mut at = 0;
+        net.each_param(&mut |name, p| {
+            let shape = p.dims();
+            let len = shape.iter().product::<usize>();
+            entries.push((name.to_string(), shape, at..at + len));
+            at += len;
+        });
+        Layout { entries }
+    }
+
+    /// Values in all tensors.
+    pub fn len(&self) -> usize {
+        self.entries.last().map_or(0, |e| e.2.end)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

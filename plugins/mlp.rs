@@ -5,7 +5,7 @@
 use dfdx::prelude::*;
 use fewstep::config::at_least_one;
 use fewstep::denoiser::{DenoiserSpec, NetCtx, Network};
-use fewstep::network::{silu, Dense, Param, Params, Trainable, VNet, FEATURES};
+use fewstep::network::{Act, Dense, Param, Params, Trainable, VNet, FEATURES};
 use fewstep::register_plugin;
 use fewstep::tensor::Dev;
 use schemars::JsonSchema;
@@ -97,13 +97,15 @@ impl VNet for MlpNet {
     ) -> Tensor<(usize, usize), f32, Dev, T> {
         // One tape runs through every parameter use: cond first, then z.
         let (z, tape) = z.split_tape();
-        let cond = cond.realize::<(usize, usize)>();
-        let (c, tape) = self.cond.forward(cond.put_tape(tape)).split_tape();
-        let mut h = silu(self.input.forward(z.put_tape(tape)) + c);
+        let cond = cond.realize::<(usize, usize)>().put_tape(tape);
+        let c = self.cond.forward_act(cond, Act::Identity, None);
+        let mut h = self
+            .input
+            .forward_act(z.put_tape(T::default()), Act::Silu, Some(c));
         for layer in &self.hidden {
-            h = silu(layer.forward(h));
+            h = layer.forward_act(h, Act::Silu, None);
         }
-        self.out.forward(h)
+        self.out.forward_act(h, Act::Identity, None)
     }
 }
 

@@ -78,6 +78,7 @@ pub enum Command {
 /// Parses arguments, runs the command, prints errors with their causes.
 pub fn main() -> ExitCode {
     default_sigpipe();
+    keep_freed_memory();
     let cli = Cli::parse();
     init_tracing(&cli.log);
     let result = match cli.command {
@@ -112,6 +113,19 @@ fn init_tracing(level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Training allocates and frees the same large buffers (activations, gradients) every step. By
+/// default glibc serves each from a fresh `mmap` and returns it with `munmap`, so every step
+/// page-faults its memory back in and interrupts the other threads to flush their TLBs (perf:
+/// ~10% of an mlp step on 2 cores). Keeping freed memory in the heap reuses it instead.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocation thresholds; called before other threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
 }
 
 /// `fewstep list | head` should end quietly like any Unix tool. Rust ignores SIGPIPE, which turns

@@ -7,6 +7,14 @@ use crate::tensor::Dev;
 use dfdx::prelude::*;
 use rand_distr::Uniform;
 
+/// The activation a layer's output goes through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    Identity,
+    /// x * sigmoid(x).
+    Silu,
+}
+
 /// y = x W^T + b with W `[out, in]` and b `[out]`.
 #[derive(Clone, Debug)]
 pub struct Dense {
@@ -45,6 +53,38 @@ impl Dense {
             .bias
             .retaped::<T>()
             .broadcast_like::<_, Axis<0>>(&shape)
+    }
+
+    /// act(x W^T + b + extra): on the CPU one fused op ([`super::fused`]), elsewhere (CUDA)
+    /// dfdx's ops ([`Self::forward_ops`]).
+    pub fn forward_act<T: Tape<f32, Dev>>(
+        &self,
+        x: Tensor<(usize, usize), f32, Dev, T>,
+        act: Act,
+        extra: Option<Tensor<(usize, usize), f32, Dev, T>>,
+    ) -> Tensor<(usize, usize), f32, Dev, T> {
+        #[cfg(not(feature = "cuda"))]
+        return super::fused::forward(self, x, act, extra);
+        #[cfg(feature = "cuda")]
+        return self.forward_ops(x, act, extra);
+    }
+
+    /// The same as [`Self::forward_act`] from dfdx's ops on any device: the path CUDA takes, and
+    /// the reference the fused CPU op is tested against.
+    pub fn forward_ops<T: Tape<f32, Dev>>(
+        &self,
+        x: Tensor<(usize, usize), f32, Dev, T>,
+        act: Act,
+        extra: Option<Tensor<(usize, usize), f32, Dev, T>>,
+    ) -> Tensor<(usize, usize), f32, Dev, T> {
+        let mut y = self.forward(x);
+        if let Some(e) = extra {
+            y = y + e;
+        }
+        match act {
+            Act::Identity => y,
+            Act::Silu => super::silu(y),
+        }
     }
 
     /// `f(name, tensor)` for W and b, named `<prefix>.weight` and `<prefix>.bias`.

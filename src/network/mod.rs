@@ -12,12 +12,14 @@
 //! - `optimiser`: AdamW, the EMA and the gradient norm, one parallel pass each over those vectors.
 
 pub mod dense;
+#[cfg(not(feature = "cuda"))]
+mod fused;
 mod optimiser;
 pub mod params;
 pub mod trainable;
 pub mod vnet;
 
-pub use dense::Dense;
+pub use dense::{Act, Dense};
 pub use params::{Param, Params};
 pub use trainable::{build_network, Trainable};
 pub use vnet::{

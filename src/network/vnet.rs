@@ -60,11 +60,13 @@ pub fn logsnr_features(
 ) -> Tensor<(usize, Const<FEATURES>), f32, Dev> {
     let lambdas = logsnr.host_rows(batch);
     let half = FEATURES / 2;
+    let freqs: Vec<f64> = (0..half)
+        .map(|k| 200f64.powf(k as f64 / (half - 1) as f64))
+        .collect();
     let mut out = Vec::with_capacity(batch * FEATURES);
     for l in lambdas {
         let u = l.clamp(-LOGSNR_CLIP, LOGSNR_CLIP) / LOGSNR_CLIP;
-        for k in 0..half {
-            let w = 200f64.powf(k as f64 / (half - 1) as f64);
+        for w in &freqs {
             out.push((w * u).sin() as f32);
             out.push((w * u).cos() as f32);
         }

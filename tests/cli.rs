@@ -208,3 +208,15 @@ fn a_closed_pipe_ends_the_output_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_ne!(out.status.code(), Some(101), "{stderr}");
 }
+
+#[test]
+fn bench_train_reports_rate_and_peak_memory_as_json_for_any_shape() {
+    let out = ok(&[
+        "bench", "train", "--model", "mlp", "--dim", "17", "--batch", "8", "--steps", "2",
+        "--warmup", "1",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(json["row_shape"], serde_json::json!([17]), "{out}");
+    assert!(json["steps_per_s"].as_f64().unwrap() > 0.0, "{out}");
+    assert!(json["peak_rss_kb"].as_u64().unwrap() > 0, "{out}");
+}

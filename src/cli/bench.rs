@@ -2,7 +2,7 @@
 
 use crate::config::Overrides;
 use crate::data::LoaderConfig;
-use crate::run::bench::{loader_rate, peak_rss, train_rate};
+use crate::run::bench::{loader_rate, peak_rss_kib, train_rate};
 use crate::run::train::{builder, DEFAULTS};
 use crate::train::TrainConfig;
 use anyhow::{bail, Result};
@@ -130,13 +130,14 @@ fn train(a: TrainArgs) -> Result<()> {
     let cfg: TrainConfig = builder(DEFAULTS, a.config.as_deref(), &overrides, false)?.build()?;
     let r = train_rate(&cfg, &row_shape, a.warmup, a.steps)?;
     let rate = r.steps_per_s;
+    let peak = peak_rss_kib();
     eprintln!("{} on rows {row_shape:?}, batch {}", r.network, a.batch);
     println!(
         "{:.2} steps/s ({:.1} ms/step, {:.0} samples/s); peak RSS {}",
         rate,
         1e3 / rate,
         rate * a.batch as f64,
-        peak_rss().unwrap_or_else(|| "unknown".into())
+        peak.map_or("unknown".into(), |k| format!("{k} kB"))
     );
     // One JSON line for scripts (scripts/gpu-measure.sh collects lines starting with `{`).
     println!(
@@ -147,6 +148,7 @@ fn train(a: TrainArgs) -> Result<()> {
             "batch": a.batch,
             "steps_per_s": rate,
             "ms_per_step": 1e3 / rate,
+            "peak_rss_kb": peak,
             "device": if cfg!(feature = "cuda") { "cuda" } else { "cpu" },
         })
     );

@@ -107,9 +107,14 @@ pub fn raw_read(path: &Path) -> Result<u64> {
     }
 }
 
-/// Peak resident memory of this process (Linux `VmHWM`).
-pub fn peak_rss() -> Option<String> {
+/// Peak resident memory of this process in KiB (Linux `VmHWM`).
+pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    Some(line.trim_start_matches("VmHWM:").trim().to_string())
+    line.trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }

@@ -145,7 +145,9 @@ pub fn forward<T: Tape<f32, Dev>>(
         );
         let e_g = extra.as_ref().map(|e| e.ghost());
         tape.add_backward_op(move |grads| {
-            let mut g = grads.get_or_alloc_mut(&out_g)?.to_vec();
+            // The output's gradient is complete (its users ran first) and read by nobody after
+            // this op: take it, instead of copying it, and turn it into the pre-activation's.
+            let mut g = std::mem::take(&mut **grads.get_or_alloc_mut(&out_g)?);
             if act == Act::Silu {
                 // d/dp p s(p) = s (1 + p (1 - s)).
                 g.par_chunks_mut(1 << 14)

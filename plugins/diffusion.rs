@@ -31,7 +31,7 @@ impl DistillObjective for Diffusion {
         let t = ctx.uniform_times(rows);
         let eps = ctx.normal(rows, dim);
         let level = Level::per_row(ctx.dev, ctx.schedule, &t);
-        let z = level.alpha.scale(x.clone()) + level.sigma.scale(eps);
+        let z = level.noised(x, &eps);
         let w: Vec<f64> = t
             .iter()
             .map(|&t| (ctx.schedule.snr(t) + 1.0).min(self.max_weight))

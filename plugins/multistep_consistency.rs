@@ -147,7 +147,7 @@ impl Multistep {
         let (dev, sch) = (ctx.dev, ctx.schedule);
         let times = draws.grid.times_of(&draws.slots);
         let level_t = Level::per_row(dev, sch, &times.t);
-        let z_t = level_t.alpha.scale(x.clone()) + level_t.sigma.scale(draws.eps.clone());
+        let z_t = level_t.noised(x, &draws.eps);
         let x_teacher = match flavour {
             Flavour::Training => x.clone(),
             Flavour::Distillation => ctx.teacher()?.denoise(&z_t, &level_t)?,

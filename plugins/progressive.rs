@@ -139,7 +139,7 @@ impl Progressive {
             _ => &self.later_integrator,
         };
         let level_t = Level::per_row(dev, sch, &times.t);
-        let z_t = level_t.alpha.scale(x.clone()) + level_t.sigma.scale(eps.clone());
+        let z_t = level_t.noised(x, eps);
         let mut z = z_t.clone();
         for (from, to) in [(&times.t, &times.s), (&times.s, &times.t_step)] {
             let x_teacher = teacher.denoise(&z, &Level::per_row(dev, sch, from))?;

@@ -33,6 +33,11 @@ impl Level {
         }
     }
 
+    /// z = alpha x + sigma eps: the data `x` diffused to this level with noise `eps`.
+    pub fn noised(&self, x: &Batch, eps: &Batch) -> Batch {
+        self.alpha.scale(x.clone()) + self.sigma.scale(eps.clone())
+    }
+
     /// One time per row (training objectives).
     pub fn per_row(dev: &Dev, schedule: &dyn Schedule, ts: &[f64]) -> Self {
         let (a, s): (Vec<f64>, Vec<f64>) = ts.iter().map(|&t| schedule.alpha_sigma(t)).unzip();

@@ -153,7 +153,7 @@ impl Tract {
         let (dev, sch) = (ctx.dev, ctx.schedule);
         let times = self.grid(k).times_of(slots);
         let level_t = Level::per_row(dev, sch, &times.t);
-        let z_t = level_t.alpha.scale(x.clone()) + level_t.sigma.scale(eps.clone());
+        let z_t = level_t.noised(x, eps);
         let x_teacher = ctx.teacher()?.denoise(&z_t, &level_t)?;
         let step = TeacherStep {
             dev,

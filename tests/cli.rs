@@ -220,3 +220,31 @@ fn bench_train_reports_rate_and_peak_memory_as_json_for_any_shape() {
     assert!(json["steps_per_s"].as_f64().unwrap() > 0.0, "{out}");
     assert!(json["peak_rss_kb"].as_u64().unwrap() > 0, "{out}");
 }
+
+#[test]
+fn bench_sample_reports_network_evaluations_per_second() {
+    let out = ok(&[
+        "bench",
+        "sample",
+        "--model",
+        "mlp",
+        "--dim",
+        "3",
+        "--batch",
+        "50",
+        "--steps",
+        "2",
+        "--repeats",
+        "1",
+        "--integrator",
+        "addim",
+    ]);
+    let json: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(json["nfe"], 2, "{out}");
+    assert_eq!(json["integrator"], "addim", "{out}");
+    assert!(json["evaluations_per_s"].as_f64().unwrap() > 0.0, "{out}");
+    let e = err(&["bench", "sample", "--dim", "3", "--batch", "0"]);
+    assert!(e.contains("--batch must be at least 1"), "{e}");
+    let e = err(&["bench", "sample", "--dim", "3", "--integrator", "nope"]);
+    assert!(e.contains("nope") && e.contains("addim"), "{e}");
+}

@@ -5,7 +5,8 @@ The same network and step as `fewstep bench train --model mlp` and benches/peers
 log-SNR Fourier features, `depth` Linear+SiLU layers of `width`, a linear output; the v-loss on
 the cosine schedule; AdamW (decoupled weight decay), global-norm gradient clipping and an EMA of
 the weights, all inside one jitted step, on synthetic data already in memory. Prints one JSON
-line: steps/s after warm-up and the process's peak resident memory.
+line: steps/s after warm-up and the process's peak resident memory; `--forward` times the
+jitted forward pass alone (network evaluations per second, for `fewstep bench sample`).
 
     pip install jax        # CPU wheels; not needed by fewstep's build or tests
     python3 benches/peers/jax_twin.py --dim 64 --width 512 --depth 4 --batch 1024
@@ -32,6 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip (0: off)")
     p.add_argument("--ema", type=float, default=0.9999)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--forward", action="store_true",
+                   help="time the jitted forward pass instead (network evaluations/s, as `fewstep "
+                        "bench sample`; --batch 20000 there)")
     return p.parse_args(argv)
 
 
@@ -84,6 +88,25 @@ def main(a):
             params, m, v)
         ema = jax.tree_util.tree_map(lambda e, p: a.ema * e + (1 - a.ema) * p, ema, params)
         return (params, m, v, ema), loss
+
+    if a.forward:
+        fwd = jax.jit(net)
+        key, k = jax.random.split(key)
+        z = jax.random.normal(k, (a.batch, a.dim))
+        logsnr = jnp.full((a.batch,), 0.5)
+        for i in range(a.warmup + a.steps):
+            if i == a.warmup:
+                t0 = time.perf_counter()
+            out = fwd(params, z, logsnr)
+            jax.block_until_ready(out)
+        rate = a.steps / (time.perf_counter() - t0)
+        print(json.dumps({
+            "name": "jax-mlp-forward", "dim": a.dim, "width": a.width, "depth": a.depth,
+            "batch": a.batch, "evaluations_per_s": rate,
+            "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            "device": str(jax.devices()[0]), "jax": jax.__version__,
+        }))
+        return
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     state = (params, zeros, zeros, params)

@@ -1,8 +1,10 @@
 //! `fewstep bench ...`: throughput measurements outside criterion (whole commands, big batches).
 
+use crate::config::plugin_from_toml;
 use crate::config::Overrides;
 use crate::data::LoaderConfig;
-use crate::run::bench::{loader_rate, peak_rss_kib, train_rate};
+use crate::integrator::Integrator;
+use crate::run::bench::{loader_rate, peak_rss_kib, sample_rate, train_rate};
 use crate::run::train::{builder, DEFAULTS};
 use crate::train::TrainConfig;
 use anyhow::{bail, Result};
@@ -12,6 +14,9 @@ use std::path::PathBuf;
 pub enum BenchCmd {
     /// Training steps per second of a network on random data (after warm-up steps).
     Train(TrainArgs),
+    /// Sampling speed: network evaluations per second of a freshly initialised network on one
+    /// batch, e.g. `fewstep bench sample --model mlp --dim 64 --batch 20000 --integrator addim`.
+    Sample(SampleArgs),
     /// Loader throughput on a dataset file, beside a plain sequential read of the same file.
     ///
     /// Times `--epochs` epochs of shuffled batches (reported one by one: the first reads the
@@ -42,6 +47,34 @@ pub struct LoaderArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct SampleArgs {
+    /// Network denoiser plugin (mlp, uvit, ...).
+    #[arg(long, default_value = "mlp")]
+    pub model: String,
+    /// Row size of vector data (mlp).
+    #[arg(long, conflicts_with = "shape")]
+    pub dim: Option<usize>,
+    /// Row shape of image data, e.g. 3,32,32 (uvit).
+    #[arg(long, value_delimiter = ',')]
+    pub shape: Option<Vec<usize>>,
+    /// Rows sampled at once.
+    #[arg(long, default_value_t = 20_000)]
+    pub batch: usize,
+    /// Integrator (sampler) plugin, e.g. ddim or addim.
+    #[arg(long, default_value = "ddim")]
+    pub integrator: String,
+    /// Sampling steps per timed run.
+    #[arg(long, default_value_t = 8)]
+    pub steps: usize,
+    /// Timed runs (after one untimed run).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Training config (network fields, schedule) as for `fewstep train`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct TrainArgs {
     /// Network denoiser plugin (mlp, uvit, ...).
     #[arg(long, default_value = "mlp")]
@@ -69,6 +102,7 @@ pub struct TrainArgs {
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Train(a) => train(a),
+        BenchCmd::Sample(a) => sample(a),
         BenchCmd::Loader(a) => loader(a),
     }
 }
@@ -117,17 +151,74 @@ fn loader(a: LoaderArgs) -> Result<()> {
     Ok(())
 }
 
-fn train(a: TrainArgs) -> Result<()> {
-    let row_shape = match (&a.dim, &a.shape) {
-        (Some(d), None) => vec![*d],
-        (None, Some(s)) => s.clone(),
-        _ => bail!("give the data row shape: --dim D (vectors) or --shape C,H,W (images)"),
-    };
+/// The row shape from `--dim` or `--shape`.
+fn row_shape(dim: Option<usize>, shape: &Option<Vec<usize>>) -> Result<Vec<usize>> {
+    match (dim, shape) {
+        (Some(d), None) if d > 0 => Ok(vec![d]),
+        (None, Some(s)) if !s.is_empty() && s.iter().all(|&d| d > 0) => Ok(s.clone()),
+        _ => bail!(
+            "give the data row shape: --dim D (vectors) or --shape C,H,W (images), sizes >= 1"
+        ),
+    }
+}
+
+/// The training config of a benchmark: defaults and `--config` with the network and batch.
+fn bench_config(
+    model: &str,
+    batch: usize,
+    config: Option<&std::path::Path>,
+) -> Result<TrainConfig> {
+    if batch == 0 {
+        bail!("--batch must be at least 1");
+    }
     let overrides = Overrides::default()
-        .plugin("denoiser", Some(&a.model))
-        .set("batch", Some(a.batch as i64))
+        .plugin("denoiser", Some(model))
+        .set("batch", Some(batch as i64))
         .set("data", Some("(random rows)"));
-    let cfg: TrainConfig = builder(DEFAULTS, a.config.as_deref(), &overrides, false)?.build()?;
+    builder(DEFAULTS, config, &overrides, false)?.build()
+}
+
+fn sample(a: SampleArgs) -> Result<()> {
+    let row_shape = row_shape(a.dim, &a.shape)?;
+    if a.steps == 0 || a.repeats == 0 {
+        bail!("--steps and --repeats must be at least 1");
+    }
+    let cfg = bench_config(&a.model, a.batch, a.config.as_deref())?;
+    let integrator: Box<dyn Integrator> = plugin_from_toml(&format!("name = {:?}", a.integrator))?;
+    let r = sample_rate(
+        &cfg,
+        &row_shape,
+        integrator.as_ref(),
+        a.batch,
+        a.steps,
+        a.repeats,
+    )?;
+    eprintln!("{} on rows {row_shape:?}, batch {}", r.network, a.batch);
+    println!(
+        "{:.2} network evaluations/s ({:.0} rows/s at {} NFE per sample)",
+        r.evaluations_per_s,
+        r.evaluations_per_s * a.batch as f64,
+        r.nfe
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "name": format!("fewstep-{}-sample", a.model),
+            "integrator": a.integrator,
+            "row_shape": row_shape,
+            "batch": a.batch,
+            "evaluations_per_s": r.evaluations_per_s,
+            "nfe": r.nfe,
+            "peak_rss_kb": peak_rss_kib(),
+            "device": if cfg!(feature = "cuda") { "cuda" } else { "cpu" },
+        })
+    );
+    Ok(())
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let row_shape = row_shape(a.dim, &a.shape)?;
+    let cfg = bench_config(&a.model, a.batch, a.config.as_deref())?;
     let r = train_rate(&cfg, &row_shape, a.warmup, a.steps)?;
     let rate = r.steps_per_s;
     let peak = peak_rss_kib();

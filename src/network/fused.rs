@@ -104,37 +104,46 @@ pub fn forward<T: Tape<f32, Dev>>(
         e
     });
     let extra_host = extra.as_ref().map(|e| e.as_vec());
-    let mut y = vec![0.0f32; rows * outputs];
-    // The SiLU backward pass needs sigmoid(pre): kept from here instead of recomputed.
-    let mut sig = match act {
-        Act::Silu => vec![0.0f32; rows * outputs],
-        Act::Identity => Vec::new(),
-    };
-    pre.par_chunks_mut(outputs)
-        .zip(y.par_chunks_mut(outputs))
-        .enumerate()
-        .for_each(|(r, (p, y))| {
-            let e = extra_host
-                .as_ref()
-                .map(|e| &e[r * outputs..(r + 1) * outputs]);
-            for o in 0..outputs {
-                p[o] += b_host[o];
-                if let Some(e) = e {
-                    p[o] += e[o];
-                }
+    pre.par_chunks_mut(outputs).enumerate().for_each(|(r, p)| {
+        let e = extra_host
+            .as_ref()
+            .map(|e| &e[r * outputs..(r + 1) * outputs]);
+        for o in 0..outputs {
+            p[o] += b_host[o];
+            if let Some(e) = e {
+                p[o] += e[o];
             }
-            y.copy_from_slice(p);
-        });
+        }
+    });
+    // Without a tape (sampling) the activation overwrites the pre-activation. With one, the
+    // backward pass needs the pre-activation and sigmoid(pre), kept instead of recomputed.
+    let keep = T::OWNS_TAPE && act == Act::Silu;
+    let mut y = if keep { pre.clone() } else { Vec::new() };
+    let mut sig = if keep {
+        vec![0.0f32; rows * outputs]
+    } else {
+        Vec::new()
+    };
     if act == Act::Silu {
-        y.par_chunks_mut(outputs)
-            .zip(sig.par_chunks_mut(outputs))
-            .for_each(|(y, sig)| {
-                for (y, s) in y.iter_mut().zip(sig) {
-                    *s = sigmoid(*y);
-                    *y *= *s;
+        let out = if keep { &mut y } else { &mut pre };
+        if keep {
+            out.par_chunks_mut(1 << 14)
+                .zip(sig.par_chunks_mut(1 << 14))
+                .for_each(|(y, sig)| {
+                    for (y, s) in y.iter_mut().zip(sig) {
+                        *s = sigmoid(*y);
+                        *y *= *s;
+                    }
+                });
+        } else {
+            out.par_chunks_mut(1 << 14).for_each(|y| {
+                for y in y.iter_mut() {
+                    *y *= sigmoid(*y);
                 }
             });
+        }
     }
+    let y = if keep { y } else { std::mem::take(&mut pre) };
     let out = dev.tensor_from_vec(y, (rows, outputs));
     if T::OWNS_TAPE {
         let (x_g, w_g, b_g, out_g) = (

@@ -1,8 +1,12 @@
 //! Throughput measurements outside criterion (`fewstep bench`): training steps per second of a
-//! network on random rows, and the loader beside a plain sequential read of the same file.
+//! network on random rows, sampling speed (network evaluations per second), and the loader
+//! beside a plain sequential read of the same file.
 
 use crate::data::{Loader, LoaderConfig};
 use crate::denoiser::NetCtx;
+use crate::integrator::Integrator;
+use crate::sampling;
+use crate::schedule::uniform_grid;
 use crate::tensor::{normal, seeded_device};
 use crate::train::{train_step, TrainConfig};
 use anyhow::Result;
@@ -42,6 +46,59 @@ pub fn train_rate(
     Ok(TrainRate {
         network,
         steps_per_s: steps as f64 / t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// What [`sample_rate`] measured.
+pub struct SampleRate {
+    /// The network's description.
+    pub network: String,
+    /// Network evaluations of the whole batch per second.
+    pub evaluations_per_s: f64,
+    /// Denoiser evaluations per sample (the integrator's NFE).
+    pub nfe: usize,
+}
+
+/// Sampling speed of `cfg`'s network (freshly initialised: the weights do not change the cost)
+/// with `integrator` on `cfg`'s schedule: `steps` steps on a batch of `batch` rows of
+/// `row_shape`, timed over `repeats` runs after one untimed run.
+pub fn sample_rate(
+    cfg: &TrainConfig,
+    row_shape: &[usize],
+    integrator: &dyn Integrator,
+    batch: usize,
+    steps: usize,
+    repeats: usize,
+) -> Result<SampleRate> {
+    let dev = seeded_device(cfg.seed);
+    let net = cfg.denoiser.network(&NetCtx {
+        dev: dev.clone(),
+        row_shape: row_shape.to_vec(),
+        init: true,
+    })?;
+    let network = net.describe();
+    let denoiser = net.into_ema();
+    let z = normal(&dev, batch, row_shape.iter().product());
+    let grid = uniform_grid(steps);
+    let run = || {
+        sampling::sample(
+            &dev,
+            cfg.schedule.as_ref(),
+            integrator,
+            denoiser.as_ref(),
+            z.clone(),
+            &grid,
+        )
+    };
+    let nfe = run()?.nfe;
+    let t0 = Instant::now();
+    for _ in 0..repeats {
+        run()?;
+    }
+    Ok(SampleRate {
+        network,
+        evaluations_per_s: (repeats * nfe) as f64 / t0.elapsed().as_secs_f64(),
+        nfe,
     })
 }
 

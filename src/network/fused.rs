@@ -118,32 +118,32 @@ pub fn forward<T: Tape<f32, Dev>>(
     // Without a tape (sampling) the activation overwrites the pre-activation. With one, the
     // backward pass needs the pre-activation and sigmoid(pre), kept instead of recomputed.
     let keep = T::OWNS_TAPE && act == Act::Silu;
-    let mut y = if keep { pre.clone() } else { Vec::new() };
     let mut sig = if keep {
         vec![0.0f32; rows * outputs]
     } else {
         Vec::new()
     };
-    if act == Act::Silu {
-        let out = if keep { &mut y } else { &mut pre };
-        if keep {
-            out.par_chunks_mut(1 << 14)
-                .zip(sig.par_chunks_mut(1 << 14))
-                .for_each(|(y, sig)| {
-                    for (y, s) in y.iter_mut().zip(sig) {
-                        *s = sigmoid(*y);
-                        *y *= *s;
-                    }
-                });
-        } else {
-            out.par_chunks_mut(1 << 14).for_each(|y| {
-                for y in y.iter_mut() {
-                    *y *= sigmoid(*y);
+    let mut y = if keep {
+        pre.clone()
+    } else {
+        std::mem::take(&mut pre)
+    };
+    if keep {
+        y.par_chunks_mut(1 << 14)
+            .zip(sig.par_chunks_mut(1 << 14))
+            .for_each(|(y, sig)| {
+                for (y, s) in y.iter_mut().zip(sig) {
+                    *s = sigmoid(*y);
+                    *y *= *s;
                 }
             });
-        }
+    } else if act == Act::Silu {
+        y.par_chunks_mut(1 << 14).for_each(|y| {
+            for y in y.iter_mut() {
+                *y *= sigmoid(*y);
+            }
+        });
     }
-    let y = if keep { y } else { std::mem::take(&mut pre) };
     let out = dev.tensor_from_vec(y, (rows, outputs));
     if T::OWNS_TAPE {
         let (x_g, w_g, b_g, out_g) = (

@@ -1,5 +1,6 @@
 //! The layering rules of docs/architecture.md, checked on the source text so they stay true:
-//! each core module imports only modules of lower layers (so no import cycle among them),
+//! each core module imports only modules of lower layers (so no import cycle among them), no
+//! two files import each other in a loop,
 //! `data/` and `reproduce/` never reach the command line, the core never names a plugin, and
 //! every file in `plugins/` registers one and imports only the plugin-facing core.
 
@@ -130,6 +131,103 @@ fn core_modules_import_only_lower_layers() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// `src/network/fused.rs` -> `["network", "fused"]`; `src/data/mod.rs` -> `["data"]`.
+fn module_path(path: &Path) -> Vec<String> {
+    let rel = path.strip_prefix(src()).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+/// The path segments after each `prefix` (`crate::a::b::C` -> `[a, b, C]`).
+fn paths_after(code: &str, prefix: &str) -> Vec<Vec<String>> {
+    code.match_indices(prefix)
+        .filter(|(i, _)| {
+            !code[..*i]
+                .chars()
+                .last()
+                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == ':')
+        })
+        .map(|(i, _)| {
+            let rest = &code[i + prefix.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                .unwrap_or(rest.len());
+            rest[..end]
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn no_import_cycle_among_core_files() {
+    let files: Vec<(PathBuf, Vec<String>)> = rust_files(&src())
+        .into_iter()
+        .map(|p| {
+            let m = module_path(&p);
+            (p, m)
+        })
+        .collect();
+    let modules: Vec<&Vec<String>> = files.iter().map(|f| &f.1).collect();
+    // The file a path names: its longest prefix that is a module file.
+    let resolve = |path: Vec<String>| -> Option<usize> {
+        (1..=path.len())
+            .rev()
+            .find_map(|k| modules.iter().position(|m| **m == path[..k]))
+    };
+    let mut edges = vec![Vec::new(); files.len()];
+    for (i, (path, module)) in files.iter().enumerate() {
+        let code = code(path);
+        let parent = &module[..module.len().saturating_sub(1)];
+        let mut targets: Vec<Vec<String>> = paths_after(&code, "crate::");
+        targets.extend(
+            paths_after(&code, "super::")
+                .into_iter()
+                .map(|p| parent.iter().cloned().chain(p).collect()),
+        );
+        for t in targets {
+            if let Some(j) = resolve(t).filter(|&j| j != i) {
+                edges[i].push(j);
+            }
+        }
+    }
+    // Depth-first search for a back edge; the cycle is the stack from its target on.
+    fn visit(i: usize, edges: &[Vec<usize>], state: &mut [u8], stack: &mut Vec<usize>) -> bool {
+        state[i] = 1;
+        stack.push(i);
+        for &j in &edges[i] {
+            if state[j] == 1 {
+                let from = stack.iter().position(|&k| k == j).unwrap();
+                stack.drain(..from);
+                stack.push(j);
+                return true;
+            }
+            if state[j] == 0 && visit(j, edges, state, stack) {
+                return true;
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+        false
+    }
+    let mut state = vec![0u8; files.len()];
+    for i in 0..files.len() {
+        let mut stack = Vec::new();
+        if state[i] == 0 && visit(i, &edges, &mut state, &mut stack) {
+            let cycle: Vec<String> = stack.iter().map(|&k| files[k].1.join("/")).collect();
+            panic!("import cycle among files: {}", cycle.join(" -> "));
+        }
+    }
 }
 
 #[test]

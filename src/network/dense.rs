@@ -64,7 +64,7 @@ impl Dense {
         extra: Option<Tensor<(usize, usize), f32, Dev, T>>,
     ) -> Tensor<(usize, usize), f32, Dev, T> {
         #[cfg(not(feature = "cuda"))]
-        return super::fused::forward(self, x, act, extra);
+        return super::fused::forward(&self.weight, &self.bias, x, act == Act::Silu, extra);
         #[cfg(feature = "cuda")]
         return self.forward_ops(x, act, extra);
     }

@@ -1,10 +1,9 @@
-//! The CPU path of [`super::Dense`]: y = act(x W^T + b + extra) as one op on the host, its
+//! The CPU path of [`super::Dense`]: y = [SiLU](x W^T + b + extra) as one op on the host, its
 //! matmuls on `gemm` (AVX-512 where available) and the bias, addend and activation in the same
 //! pass, with a backward pass that writes the gradients of W, b, x and the addend straight into
 //! dfdx's gradient buffers (through the tape's public API). dfdx's op-by-op version allocates a
 //! tensor and makes a pass over memory per op; this makes one per layer.
 
-use super::dense::{Act, Dense};
 use crate::tensor::Dev;
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -75,20 +74,22 @@ fn exp(x: f32) -> f32 {
     e * f32::from_bits(((k + 127) << 23) as u32)
 }
 
-/// The fused forward pass; records its backward pass on the tape of `x` (and of `extra`).
+/// The fused forward pass of the layer (`weight` `[out, in]`, `bias` `[out]`), with SiLU when
+/// `silu`; records its backward pass on the tape of `x` (and of `extra`).
 pub fn forward<T: Tape<f32, Dev>>(
-    layer: &Dense,
+    weight: &Tensor<(usize, usize), f32, Dev>,
+    bias: &Tensor<(usize,), f32, Dev>,
     x: Tensor<(usize, usize), f32, Dev, T>,
-    act: Act,
+    silu: bool,
     extra: Option<Tensor<(usize, usize), f32, Dev, T>>,
 ) -> Tensor<(usize, usize), f32, Dev, T> {
     let (rows, inputs) = *x.shape();
-    let (_, outputs) = layer.sizes();
+    let outputs = weight.shape().0;
     let dev = x.device().clone();
     let (x, mut tape) = x.split_tape();
     let x_host = x.as_vec();
-    let w_host = layer.weight.as_vec();
-    let b_host = layer.bias.as_vec();
+    let w_host = weight.as_vec();
+    let b_host = bias.as_vec();
     let mut pre = vec![0.0f32; rows * outputs];
     matmul(
         &mut pre,
@@ -117,7 +118,7 @@ pub fn forward<T: Tape<f32, Dev>>(
     });
     // Without a tape (sampling) the activation overwrites the pre-activation. With one, the
     // backward pass needs the pre-activation and sigmoid(pre), kept instead of recomputed.
-    let keep = T::OWNS_TAPE && act == Act::Silu;
+    let keep = T::OWNS_TAPE && silu;
     let mut sig = if keep {
         vec![0.0f32; rows * outputs]
     } else {
@@ -137,7 +138,7 @@ pub fn forward<T: Tape<f32, Dev>>(
                     *y *= *s;
                 }
             });
-    } else if act == Act::Silu {
+    } else if silu {
         y.par_chunks_mut(1 << 14).for_each(|y| {
             for y in y.iter_mut() {
                 *y *= sigmoid(*y);
@@ -146,18 +147,13 @@ pub fn forward<T: Tape<f32, Dev>>(
     }
     let out = dev.tensor_from_vec(y, (rows, outputs));
     if T::OWNS_TAPE {
-        let (x_g, w_g, b_g, out_g) = (
-            x.ghost(),
-            layer.weight.ghost(),
-            layer.bias.ghost(),
-            out.ghost(),
-        );
+        let (x_g, w_g, b_g, out_g) = (x.ghost(), weight.ghost(), bias.ghost(), out.ghost());
         let e_g = extra.as_ref().map(|e| e.ghost());
         tape.add_backward_op(move |grads| {
             // The output's gradient is complete (its users ran first) and read by nobody after
             // this op: take it, instead of copying it, and turn it into the pre-activation's.
             let mut g = std::mem::take(&mut **grads.get_or_alloc_mut(&out_g)?);
-            if act == Act::Silu {
+            if silu {
                 // d/dp p s(p) = s (1 + p (1 - s)).
                 g.par_chunks_mut(1 << 14)
                     .zip(pre.par_chunks(1 << 14).zip(sig.par_chunks(1 << 14)))

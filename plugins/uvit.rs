@@ -1,26 +1,43 @@
 //! `uvit`: the paper's network family for images (U-ViT, Hoogeboom et al. 2023) from what dfdx
 //! has: patchify by reshape, a linear patch embedding plus learned positions and the embedded
 //! log-SNR, pre-norm transformer blocks with long skip connections from the first half to the
-//! second, and a linear unpatchify. No convolutions: dfdx 0.13 has none on stable Rust.
+//! second, and a linear unpatchify. No convolutions: dfdx 0.13 has none on stable Rust. Every
+//! size is a runtime number: the image shape from the dataset, the rest from the config.
 
-use dfdx::nn::modules::{LayerNorm1D, Linear, MultiHeadAttention, Repeated};
-use dfdx::nn::{ModuleVisitor, TensorCollection, TensorOptions};
 use dfdx::prelude::*;
 use fewstep::denoiser::{DenoiserSpec, NetCtx, Network};
-use fewstep::network::{build_network, silu, VNet, FEATURES};
+use fewstep::network::{
+    silu, Act, Attention, Dense, LayerNorm, Param, Params, Trainable, VNet, FEATURES,
+};
 use fewstep::register_plugin;
 use fewstep::tensor::Dev;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A U-ViT; the image shape comes from the dataset (1x16x16, 3x16x16, 3x32x32 or 3x64x64).
+/// A U-ViT for C x H x W images; a preset gives the sizes the fields below leave unset.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct UVit {
-    /// Preset: "small" (width 256, 4 heads, 2+1+2 blocks, 64 patch tokens) for any of the
-    /// shapes, or "tiny" (width 64, 2 heads, 1+1+1 blocks, 16 tokens; 16x16 images) for tests.
+    /// Preset: "small" (width 256, 4 heads, 5 blocks, MLP ratio 4, 64 patch tokens) or "tiny"
+    /// (width 64, 2 heads, 3 blocks, MLP ratio 2, 16 tokens) for tests.
     #[serde(default)]
     pub size: Size,
+    /// Patch side; it must divide the image's height and width [default: the preset's token
+    /// count: side / 8 (small), side / 4 (tiny)].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<usize>,
+    /// Token width; a multiple of `heads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<usize>,
+    /// Transformer blocks: depth / 2 before the middle one, as many after (long skips), odd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<usize>,
+    /// Attention heads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<usize>,
+    /// Hidden width of each block's MLP over the token width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlp_ratio: Option<usize>,
 }
 
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Copy, Default, PartialEq)]
@@ -31,201 +48,308 @@ pub enum Size {
     Small,
 }
 
-impl std::fmt::Display for Size {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(if *self == Size::Tiny { "tiny" } else { "small" })
+/// The sizes of one network.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    channels: usize,
+    height: usize,
+    width_px: usize,
+    patch: usize,
+    width: usize,
+    heads: usize,
+    hidden: usize,
+    /// Blocks before (and after) the middle one.
+    half: usize,
+}
+
+impl Dims {
+    fn tokens(&self) -> usize {
+        (self.height / self.patch) * (self.width_px / self.patch)
+    }
+
+    fn patch_values(&self) -> usize {
+        self.channels * self.patch * self.patch
     }
 }
 
 /// Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x)) with GELU.
 #[derive(Clone, Debug)]
-pub struct Block<
-    const W: usize,
-    const H: usize,
-    const F: usize,
-    E: Dtype = f32,
-    Dv: Storage<E> = Dev,
-> {
-    ln1: LayerNorm1D<W, E, Dv>,
-    attn: MultiHeadAttention<W, H, W, W, E, Dv>,
-    ln2: LayerNorm1D<W, E, Dv>,
-    ff1: Linear<W, F, E, Dv>,
-    ff2: Linear<F, W, E, Dv>,
+struct Block {
+    ln1: LayerNorm,
+    attn: Attention,
+    ln2: LayerNorm,
+    ff1: Dense,
+    ff2: Dense,
 }
 
-impl<const W: usize, const H: usize, const F: usize> TensorCollection<f32, Dev> for Block<W, H, F> {
-    type To<E2: Dtype, D2: Device<E2>> = Block<W, H, F, E2, D2>;
+type Rows<T> = Tensor<(usize, usize), f32, Dev, T>;
 
-    fn iter_tensors<V: ModuleVisitor<Self, f32, Dev>>(
-        v: &mut V,
-    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        v.visit_fields(
-            (
-                Self::module("ln1", |s| &s.ln1, |s| &mut s.ln1),
-                Self::module("attn", |s| &s.attn, |s| &mut s.attn),
-                Self::module("ln2", |s| &s.ln2, |s| &mut s.ln2),
-                Self::module("ff1", |s| &s.ff1, |s| &mut s.ff1),
-                Self::module("ff2", |s| &s.ff2, |s| &mut s.ff2),
-            ),
-            |(ln1, attn, ln2, ff1, ff2)| Block {
-                ln1,
-                attn,
-                ln2,
-                ff1,
-                ff2,
-            },
-        )
+impl Block {
+    fn new(dev: &Dev, d: &Dims, init: bool) -> Self {
+        Block {
+            ln1: LayerNorm::new(dev, d.width),
+            attn: Attention::new(dev, d.width, d.heads, init),
+            ln2: LayerNorm::new(dev, d.width),
+            ff1: Dense::new(dev, d.width, d.hidden, init),
+            ff2: Dense::new(dev, d.hidden, d.width, init),
+        }
     }
-}
 
-/// Projections of (h, skip) — together a Linear on their concatenation — then a block.
-type UpBlock<const W: usize, const H: usize, const F: usize, E, Dv> = (
-    Linear<W, W, E, Dv>,
-    Linear<W, W, E, Dv>,
-    Block<W, H, F, E, Dv>,
-);
-
-type Tokens<const N: usize, const W: usize, T> = Tensor<(usize, Const<N>, Const<W>), f32, Dev, T>;
-
-impl<const W: usize, const H: usize, const F: usize> Block<W, H, F> {
-    fn forward<const N: usize, T: Tape<f32, Dev>>(&self, x: Tokens<N, W, T>) -> Tokens<N, W, T> {
+    fn forward<T: Tape<f32, Dev>>(&self, x: Rows<T>, tokens: usize) -> Rows<T> {
         let (x, tape) = x.split_tape();
         let x = self
             .attn
-            .forward(self.ln1.forward(x.clone().put_tape(tape)))
+            .forward(self.ln1.forward(x.clone().put_tape(tape)), tokens)
             + x;
         let (x, tape) = x.split_tape();
-        let h = self.ff1.forward(self.ln2.forward(x.clone().put_tape(tape)));
-        self.ff2.forward(h.fast_gelu()) + x
+        let h = self.ff1.forward_act(
+            self.ln2.forward(x.clone().put_tape(tape)),
+            Act::Identity,
+            None,
+        );
+        self.ff2.forward_act(h.fast_gelu(), Act::Identity, None) + x
+    }
+
+    fn each_param(&self, p: &str, f: &mut dyn FnMut(&str, &dyn Param)) {
+        self.ln1.each_param(&format!("{p}.ln1"), f);
+        self.attn.each_param(&format!("{p}.attn"), f);
+        self.ln2.each_param(&format!("{p}.ln2"), f);
+        self.ff1.each_param(&format!("{p}.ff1"), f);
+        self.ff2.each_param(&format!("{p}.ff2"), f);
+    }
+
+    fn each_param_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut dyn Param)) {
+        self.ln1.each_param_mut(&format!("{p}.ln1"), f);
+        self.attn.each_param_mut(&format!("{p}.attn"), f);
+        self.ln2.each_param_mut(&format!("{p}.ln2"), f);
+        self.ff1.each_param_mut(&format!("{p}.ff1"), f);
+        self.ff2.each_param_mut(&format!("{p}.ff2"), f);
     }
 }
 
-/// Images C x S x S in N = (S/PS)^2 patches of P = C PS^2 values; width W, H heads, MLP width
-/// F, L blocks before and after the middle one.
+/// The network: tensor names as in earlier (compile-time) builds, so their checkpoints load.
 #[derive(Clone, Debug)]
-#[rustfmt::skip]
-pub struct UVitNet<const C: usize, const S: usize, const PS: usize, const N: usize, const P: usize,
-    const W: usize, const H: usize, const F: usize, const L: usize, E: Dtype = f32, Dv: Storage<E> = Dev>
-{
-    cond: (Linear<FEATURES, W, E, Dv>, Linear<W, W, E, Dv>),
-    embed: Linear<P, W, E, Dv>,
-    pos: Tensor<Rank2<N, W>, E, Dv>,
-    down: Repeated<Block<W, H, F, E, Dv>, L>,
-    mid: Block<W, H, F, E, Dv>,
-    up: Repeated<UpBlock<W, H, F, E, Dv>, L>,
-    head: (LayerNorm1D<W, E, Dv>, Linear<W, P, E, Dv>),
+pub struct UVitNet {
+    d: Dims,
+    cond: (Dense, Dense),
+    embed: Dense,
+    pos: Tensor<(usize, usize), f32, Dev>,
+    down: Vec<Block>,
+    mid: Block,
+    /// Projections of (h, skip), together a linear map of their concatenation, then a block.
+    up: Vec<(Dense, Dense, Block)>,
+    head: (LayerNorm, Dense),
 }
 
-#[rustfmt::skip]
-impl<const C: usize, const S: usize, const PS: usize, const N: usize, const P: usize,
-    const W: usize, const H: usize, const F: usize, const L: usize>
-    TensorCollection<f32, Dev> for UVitNet<C, S, PS, N, P, W, H, F, L>
-{
-    type To<E2: Dtype, D2: Device<E2>> = UVitNet<C, S, PS, N, P, W, H, F, L, E2, D2>;
-
-    fn iter_tensors<V: ModuleVisitor<Self, f32, Dev>>(
-        v: &mut V,
-    ) -> Result<Option<Self::To<V::E2, V::D2>>, V::Err> {
-        let small_normal = TensorOptions::reset_with(|t: &mut Tensor<Rank2<N, W>, f32, Dev>| {
-            t.try_fill_with_distr(rand_distr::Normal::new(0.0, 0.02).expect("valid std"))
-        });
-        v.visit_fields(
-            (
-                Self::module("cond", |s| &s.cond, |s| &mut s.cond),
-                Self::module("embed", |s| &s.embed, |s| &mut s.embed),
-                Self::tensor("pos", |s| &s.pos, |s| &mut s.pos, small_normal),
-                Self::module("down", |s| &s.down, |s| &mut s.down),
-                Self::module("mid", |s| &s.mid, |s| &mut s.mid),
-                (
-                    Self::module("up", |s| &s.up, |s| &mut s.up),
-                    Self::module("head", |s| &s.head, |s| &mut s.head),
-                ),
-            ),
-            |(cond, embed, pos, down, mid, (up, head))| UVitNet { cond, embed, pos, down, mid, up, head },
-        )
+impl UVitNet {
+    /// Parameters drawn in the order of their names (or zeros without `init`); the output layer
+    /// starts at zero, so v = 0 and x_hat = alpha z.
+    fn new(dev: &Dev, d: Dims, init: bool) -> Self {
+        let (w, n) = (d.width, d.tokens());
+        let cond = (
+            Dense::new(dev, FEATURES, w, init),
+            Dense::new(dev, w, w, init),
+        );
+        let embed = Dense::new(dev, d.patch_values(), w, init);
+        let mut pos = dev.zeros_like(&(n, w));
+        if init {
+            pos.fill_with_distr(rand_distr::Normal::new(0.0, 0.02).expect("valid std"));
+        }
+        let down = (0..d.half).map(|_| Block::new(dev, &d, init)).collect();
+        let mid = Block::new(dev, &d, init);
+        let up = (0..d.half)
+            .map(|_| {
+                let proj_h = Dense::new(dev, w, w, init);
+                let proj_skip = Dense::new(dev, w, w, init);
+                (proj_h, proj_skip, Block::new(dev, &d, init))
+            })
+            .collect();
+        let mut out = Dense::new(dev, w, d.patch_values(), init);
+        out.weight.fill_with_zeros();
+        out.bias.fill_with_zeros();
+        UVitNet {
+            d,
+            cond,
+            embed,
+            pos,
+            down,
+            mid,
+            up,
+            head: (LayerNorm::new(dev, w), out),
+        }
     }
 }
 
-#[rustfmt::skip]
-impl<const C: usize, const S: usize, const PS: usize, const N: usize, const P: usize,
-    const W: usize, const H: usize, const F: usize, const L: usize>
-    VNet for UVitNet<C, S, PS, N, P, W, H, F, L>
-{
+impl Params for UVitNet {
+    fn each_param(&self, f: &mut dyn FnMut(&str, &dyn Param)) {
+        self.cond.0.each_param("cond.0", f);
+        self.cond.1.each_param("cond.1", f);
+        self.embed.each_param("embed", f);
+        f("pos", &self.pos);
+        for (i, b) in self.down.iter().enumerate() {
+            b.each_param(&format!("down.{i}"), f);
+        }
+        self.mid.each_param("mid", f);
+        for (i, (h, s, b)) in self.up.iter().enumerate() {
+            h.each_param(&format!("up.{i}.0"), f);
+            s.each_param(&format!("up.{i}.1"), f);
+            b.each_param(&format!("up.{i}.2"), f);
+        }
+        self.head.0.each_param("head.0", f);
+        self.head.1.each_param("head.1", f);
+    }
+
+    fn each_param_mut(&mut self, f: &mut dyn FnMut(&str, &mut dyn Param)) {
+        self.cond.0.each_param_mut("cond.0", f);
+        self.cond.1.each_param_mut("cond.1", f);
+        self.embed.each_param_mut("embed", f);
+        f("pos", &mut self.pos);
+        for (i, b) in self.down.iter_mut().enumerate() {
+            b.each_param_mut(&format!("down.{i}"), f);
+        }
+        self.mid.each_param_mut("mid", f);
+        for (i, (h, s, b)) in self.up.iter_mut().enumerate() {
+            h.each_param_mut(&format!("up.{i}.0"), f);
+            s.each_param_mut(&format!("up.{i}.1"), f);
+            b.each_param_mut(&format!("up.{i}.2"), f);
+        }
+        self.head.0.each_param_mut("head.0", f);
+        self.head.1.each_param_mut("head.1", f);
+    }
+}
+
+impl VNet for UVitNet {
     fn v<T: Tape<f32, Dev>>(
         &self,
         z: Tensor<(usize, usize), f32, Dev, T>,
         cond: Tensor<(usize, Const<FEATURES>), f32, Dev>,
     ) -> Tensor<(usize, usize), f32, Dev, T> {
-        let (b, g) = (z.shape().0, S / PS);
+        let d = &self.d;
+        let (b, n, w) = (z.shape().0, d.tokens(), d.width);
+        let (c, ps, gh, gw) = (
+            d.channels,
+            d.patch,
+            d.height / d.patch,
+            d.width_px / d.patch,
+        );
         // One tape through every parameter use: the conditioning first, then the image.
         let (z, tape) = z.split_tape();
-        let c = self.cond.1.forward(silu(self.cond.0.forward(cond.put_tape(tape))));
-        let (c, tape) = c.split_tape();
-        // [b, C*S*S] -> [b, C, g, PS, g, PS] -> [b, g, g, C, PS, PS] -> [b, N, P]
-        let patches = z.put_tape(tape)
-            .reshape_like(&(b, C, g, PS, g, PS))
+        let cond = cond.realize::<(usize, usize)>().put_tape(tape);
+        let c_emb = self.cond.0.forward_act(cond, Act::Identity, None);
+        let c_emb = self.cond.1.forward_act(silu(c_emb), Act::Identity, None);
+        let (c_emb, tape) = c_emb.split_tape();
+        // [b, C*H*W] -> [b, C, gh, ps, gw, ps] -> [b, gh, gw, C, ps, ps] -> [b*n, C*ps*ps]
+        let patches = z
+            .put_tape(tape)
+            .reshape_like(&(b, c, gh, ps, gw, ps))
             .permute::<_, Axes6<0, 2, 4, 1, 3, 5>>()
-            .reshape_like(&(b, Const::<N>, Const::<P>));
-        let shape = (b, Const::<N>, Const::<W>);
-        let mut h = self.embed.forward(patches)
-            + self.pos.retaped::<T>().broadcast_like(&shape)
-            + c.broadcast_like::<_, Axis<1>>(&shape);
-        let mut skips = Vec::with_capacity(L);
-        for block in &self.down.modules {
-            let (x, tape) = block.forward(h).split_tape();
+            .reshape_like(&(b * n, d.patch_values()));
+        let shape = (b, n, w);
+        let h = self.embed.forward_act(patches, Act::Identity, None);
+        let h = h.reshape_like(&shape)
+            + self.pos.retaped::<T>().broadcast_like::<_, Axis<0>>(&shape)
+            + c_emb.broadcast_like::<_, Axis<1>>(&shape);
+        let mut h = h.reshape_like(&(b * n, w));
+        let mut skips = Vec::with_capacity(d.half);
+        for block in &self.down {
+            let (x, tape) = block.forward(h, n).split_tape();
             skips.push(x.clone());
             h = x.put_tape(tape);
         }
-        h = self.mid.forward(h);
-        for ((proj_h, proj_skip, block), skip) in self.up.modules.iter().zip(skips.into_iter().rev()) {
+        h = self.mid.forward(h, n);
+        for ((proj_h, proj_skip, block), skip) in self.up.iter().zip(skips.into_iter().rev()) {
             let (x, tape) = h.split_tape();
-            let (s, tape) = proj_skip.forward(skip.put_tape(tape)).split_tape();
-            h = block.forward(proj_h.forward(x.put_tape(tape)) + s);
+            let s = proj_skip.forward_act(skip.put_tape(tape), Act::Identity, None);
+            h = block.forward(
+                proj_h.forward_act(x.retaped::<T>(), Act::Identity, Some(s)),
+                n,
+            );
         }
-        let out = self.head.1.forward(self.head.0.forward(h));
-        // [b, N, P] -> [b, g, g, C, PS, PS] -> [b, C, g, PS, g, PS] -> [b, C*S*S]
-        out.reshape_like(&(b, g, g, C, PS, PS))
+        let out = self
+            .head
+            .1
+            .forward_act(self.head.0.forward(h), Act::Identity, None);
+        // [b*n, C*ps*ps] -> [b, gh, gw, C, ps, ps] -> [b, C, gh, ps, gw, ps] -> [b, C*H*W]
+        out.reshape_like(&(b, gh, gw, c, ps, ps))
             .permute::<_, Axes6<0, 3, 1, 4, 2, 5>>()
-            .reshape_like(&(b, C * S * S))
+            .reshape_like(&(b, c * d.height * d.width_px))
     }
 }
 
 impl UVit {
-    #[rustfmt::skip]
-    fn net<const C: usize, const S: usize, const PS: usize, const N: usize, const P: usize,
-        const W: usize, const H: usize, const F: usize, const L: usize>(
-        &self,
-        ctx: &NetCtx,
-    ) -> anyhow::Result<Box<dyn Network>> {
-        assert!(S % PS == 0 && N == (S / PS) * (S / PS) && P == C * PS * PS, "inconsistent preset");
-        let about = format!("uvit {} {C}x{S}x{S} patch {PS} width {W} blocks {}", self.size, 2 * L + 1);
-        // A zero output layer starts at v = 0, i.e. x_hat = alpha z.
-        build_network::<UVitNet<C, S, PS, N, P, W, H, F, L>>(ctx, C * S * S, about, |net| {
-            net.head.1.weight.fill_with_zeros();
-            net.head.1.bias.fill_with_zeros();
+    /// The sizes for images of `shape` (C, H, W): the preset's, with the config's overrides.
+    fn dims(&self, shape: &[usize]) -> anyhow::Result<Dims> {
+        let &[channels, height, width_px] = shape else {
+            anyhow::bail!(
+                "uvit takes images C x H x W; the data's rows have shape {shape:?} (use `mlp` \
+                 for vectors)"
+            );
+        };
+        let side = height.min(width_px);
+        let (patch, width, depth, heads, ratio) = match self.size {
+            Size::Small => ((side / 8).max(1), 256, 5, 4, 4),
+            Size::Tiny => ((side / 4).max(1), 64, 3, 2, 2),
+        };
+        let patch = self.patch.unwrap_or(patch);
+        let width = self.width.unwrap_or(width);
+        let depth = self.depth.unwrap_or(depth);
+        let heads = self.heads.unwrap_or(heads);
+        let ratio = self.mlp_ratio.unwrap_or(ratio);
+        let problems: Vec<String> = [
+            (
+                channels == 0 || height == 0 || width_px == 0,
+                format!("the image shape {shape:?} has a zero size"),
+            ),
+            (
+                patch == 0 || height % patch != 0 || width_px % patch != 0,
+                format!("patch {patch} must divide the image's {height}x{width_px}"),
+            ),
+            (
+                heads == 0 || width % heads != 0,
+                format!("width {width} must be a positive multiple of heads {heads}"),
+            ),
+            (
+                depth % 2 == 0,
+                format!("depth {depth} must be odd (blocks before and after a middle one)"),
+            ),
+            (ratio == 0, "mlp_ratio must be at least 1".to_string()),
+        ]
+        .into_iter()
+        .filter_map(|(bad, msg)| bad.then_some(msg))
+        .collect();
+        if !problems.is_empty() {
+            anyhow::bail!("uvit for rows of shape {shape:?}: {}", problems.join("; "));
+        }
+        Ok(Dims {
+            channels,
+            height,
+            width_px,
+            patch,
+            width,
+            heads,
+            hidden: ratio * width,
+            half: depth / 2,
         })
     }
 }
 
 #[typetag::serde(name = "uvit")]
 impl DenoiserSpec for UVit {
-    #[rustfmt::skip]
     fn network(&self, ctx: &NetCtx) -> anyhow::Result<Box<dyn Network>> {
-        use Size::*;
-        match (ctx.row_shape.as_slice(), self.size) {
-            //                               C   S  PS   N    P    W  H     F  L
-            ([1, 16, 16], Tiny) => self.net::<1, 16, 4, 16, 16, 64, 2, 128, 1>(ctx),
-            ([3, 16, 16], Tiny) => self.net::<3, 16, 4, 16, 48, 64, 2, 128, 1>(ctx),
-            ([1, 16, 16], Small) => self.net::<1, 16, 2, 64, 4, 256, 4, 1024, 2>(ctx),
-            ([3, 16, 16], Small) => self.net::<3, 16, 2, 64, 12, 256, 4, 1024, 2>(ctx),
-            ([3, 32, 32], Small) => self.net::<3, 32, 4, 64, 48, 256, 4, 1024, 2>(ctx),
-            ([3, 64, 64], Small) => self.net::<3, 64, 8, 64, 192, 256, 4, 1024, 2>(ctx),
-            (shape, size) => anyhow::bail!(
-                "uvit has no {size} preset for rows of shape {shape:?}: dfdx fixes shapes at \
-                 compile time, and the built-in presets are small for 1x16x16, 3x16x16, 3x32x32, \
-                 3x64x64 and tiny for 1x16x16, 3x16x16 (use `mlp` for vectors)"
-            ),
-        }
+        let d = self.dims(&ctx.row_shape)?;
+        let about = format!(
+            "uvit {}x{}x{} patch {} width {} heads {} blocks {}",
+            d.channels,
+            d.height,
+            d.width_px,
+            d.patch,
+            d.width,
+            d.heads,
+            2 * d.half + 1
+        );
+        let dim = d.channels * d.height * d.width_px;
+        let net = UVitNet::new(&ctx.dev, d, ctx.init);
+        Ok(Box::new(Trainable::new(&ctx.dev, net, dim, about)))
     }
 }
 
@@ -233,5 +357,6 @@ register_plugin!(
     DENOISER,
     "uvit",
     UVit,
-    "v-prediction U-ViT for images (1x16x16, 3x16x16, 3x32x32, 3x64x64), trained by `fewstep train`"
+    "v-prediction U-ViT for C x H x W images (patch, width, depth, heads from the config), \
+     trained by `fewstep train`"
 );

@@ -69,3 +69,32 @@ fn fused_dense_matches_dfdx_ops_in_values_and_gradients() {
         }
     }
 }
+
+#[test]
+fn attention_and_layer_norm_match_dfdx_modules() {
+    use dfdx::nn::{builders, DeviceBuildExt, Module};
+    use fewstep::network::{Attention, LayerNorm, Param};
+    let dev = seeded_device(5);
+    let mha = dev.build_module::<builders::MultiHeadAttention<8, 2>, f32>();
+    let mut att = Attention::new(&dev, 8, 2, false);
+    for (ours, theirs) in [
+        (&mut att.w_q, &mha.w_q),
+        (&mut att.w_k, &mha.w_k),
+        (&mut att.w_v, &mha.w_v),
+        (&mut att.w_o, &mha.w_o),
+    ] {
+        ours.weight.write(&theirs.weight.as_vec());
+        ours.bias.write(&theirs.bias.as_vec());
+    }
+    let (b, n) = (3, 5);
+    let x: Tensor<(usize, usize, Const<8>), f32, Dev> = dev.sample_normal_like(&(b, n, Const));
+    let want = mha.forward(x.clone()).as_vec();
+    let rows: T2 = dev.tensor_from_vec(x.as_vec(), (b * n, 8));
+    let got = att.forward(rows.clone(), n).as_vec();
+    assert!(rel(&got, &want) < 1e-5, "attention differs by {}", rel(&got, &want));
+
+    let ln = dev.build_module::<builders::LayerNorm1D<8>, f32>();
+    let ours = LayerNorm::new(&dev, 8);
+    let want = ln.forward(x).as_vec();
+    assert!(rel(&ours.forward(rows).as_vec(), &want) < 1e-6);
+}

@@ -241,11 +241,20 @@ fn network_shapes_come_from_the_config_and_the_data() {
         );
         assert!(err.contains(">= 1"), "{bad}: {err}");
     }
-    let err = format!("{:#}", net("name = \"uvit\"", vec![3, 20, 20]).unwrap_err());
+    // Any image shape the patch divides: 3x20x20 in 2x2 patches (the small preset's side / 8).
+    assert!(net("name = \"uvit\"", vec![3, 20, 20])
+        .unwrap()
+        .starts_with("uvit 3x20x20 patch 2 width 256 heads 4 blocks 5 ("));
+    let err = format!(
+        "{:#}",
+        net("name = \"uvit\"\npatch = 3\nheads = 5", vec![3, 20, 20]).unwrap_err()
+    );
     assert!(
-        err.contains("3x32x32") && err.contains("[3, 20, 20]"),
+        err.contains("patch 3 must divide") && err.contains("multiple of heads 5"),
         "{err}"
     );
+    let err = format!("{:#}", net("name = \"uvit\"", vec![12]).unwrap_err());
+    assert!(err.contains("C x H x W") && err.contains("[12]"), "{err}");
     let err = format!("{:#}", net("name = \"gmm\"", vec![2]).unwrap_err());
     assert!(err.contains("cannot be trained"), "{err}");
 }
@@ -281,6 +290,43 @@ fn mlp_trains_and_samples_in_any_dimension() {
         assert!(
             drawn.samples.values.iter().all(|v| v.is_finite()),
             "dim {dim}"
+        );
+    }
+}
+
+#[test]
+fn uvit_trains_and_samples_on_any_image_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    for shape in [[1usize, 8, 8], [3, 12, 12]] {
+        let d: usize = shape.iter().product();
+        let data = dir.path().join(format!("i{d}.h5"));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(d as u64);
+        let rows: Vec<f32> = (0..64 * d)
+            .map(|i| {
+                ((i % d) as f32 / d as f32 - 0.5)
+                    + 0.1 * rng.sample::<f32, _>(rand_distr::StandardNormal)
+            })
+            .collect();
+        let dims = [vec![64], shape.to_vec()].concat();
+        write_data(&data, &DataArray::new(rows, dims), &vec![]).unwrap();
+        let out = dir.path().join(format!("u{d}"));
+        let cfg = config(
+            &data,
+            &out,
+            "steps = 6\nbatch = 8\n[denoiser]\nname = \"uvit\"\nsize = \"tiny\"\npatch = 2\nwidth = 16",
+        );
+        let done = train(&cfg, false, false).unwrap();
+        assert!(done.loss.is_finite(), "{shape:?}");
+        let overrides = fewstep::config::Overrides::default()
+            .path("checkpoint", Some(&out))
+            .set("n", Some(5))
+            .set("steps", Some(2))
+            .path("out", Some(&dir.path().join(format!("s{d}.h5"))));
+        let drawn = sample(&SampleConfig::resolve(None, &overrides).unwrap()).unwrap();
+        assert_eq!(drawn.samples.shape, [vec![5], shape.to_vec()].concat());
+        assert!(
+            drawn.samples.values.iter().all(|v| v.is_finite()),
+            "{shape:?}"
         );
     }
 }

@@ -17,11 +17,13 @@ mod fused;
 mod optimiser;
 pub mod params;
 pub mod trainable;
+pub mod transformer;
 pub mod vnet;
 
 pub use dense::{Act, Dense};
 pub use params::{Param, Params};
 pub use trainable::{build_network, Trainable};
+pub use transformer::{Attention, LayerNorm};
 pub use vnet::{
     fixed_width, logsnr_features, runtime_width, silu, VModel, VNet, FEATURES, LOGSNR_CLIP,
 };

@@ -102,12 +102,10 @@ impl Block {
             .forward(self.ln1.forward(x.clone().put_tape(tape)), tokens)
             + x;
         let (x, tape) = x.split_tape();
-        let h = self.ff1.forward_act(
-            self.ln2.forward(x.clone().put_tape(tape)),
-            Act::Identity,
-            None,
-        );
-        self.ff2.forward_act(h.fast_gelu(), Act::Identity, None) + x
+        let h = self
+            .ff1
+            .forward_act(self.ln2.forward(x.clone().put_tape(tape)), Act::Gelu, None);
+        self.ff2.forward_act(h, Act::Identity, None) + x
     }
 
     fn each_param(&self, p: &str, f: &mut dyn FnMut(&str, &dyn Param)) {

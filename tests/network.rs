@@ -49,6 +49,8 @@ fn fused_dense_matches_dfdx_ops_in_values_and_gradients() {
         (64, 48, 64, Act::Silu, false),
         (9, 64, 3, Act::Identity, false),
         (1, 1, 1, Act::Silu, true),
+        (20, 16, 40, Act::Gelu, true),
+        (7, 3, 5, Act::Gelu, false),
     ] {
         let layer = Dense::new(&dev, inputs, outputs, true);
         let x: T2 = dev.sample_normal_like(&(rows, inputs));
@@ -91,7 +93,11 @@ fn attention_and_layer_norm_match_dfdx_modules() {
     let want = mha.forward(x.clone()).as_vec();
     let rows: T2 = dev.tensor_from_vec(x.as_vec(), (b * n, 8));
     let got = att.forward(rows.clone(), n).as_vec();
-    assert!(rel(&got, &want) < 1e-5, "attention differs by {}", rel(&got, &want));
+    assert!(
+        rel(&got, &want) < 1e-5,
+        "attention differs by {}",
+        rel(&got, &want)
+    );
 
     let ln = dev.build_module::<builders::LayerNorm1D<8>, f32>();
     let ours = LayerNorm::new(&dev, 8);

@@ -2,18 +2,11 @@
 //! dfdx's `Linear` (same initialisation, same ops, so the same numbers) without the compile-time
 //! sizes, so a network's shape can come from its config and its data.
 
+pub use super::act::Act;
 use super::params::Param;
 use crate::tensor::Dev;
 use dfdx::prelude::*;
 use rand_distr::Uniform;
-
-/// The activation a layer's output goes through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Act {
-    Identity,
-    /// x * sigmoid(x).
-    Silu,
-}
 
 /// y = x W^T + b with W `[out, in]` and b `[out]`.
 #[derive(Clone, Debug)]
@@ -64,7 +57,7 @@ impl Dense {
         extra: Option<Tensor<(usize, usize), f32, Dev, T>>,
     ) -> Tensor<(usize, usize), f32, Dev, T> {
         #[cfg(not(feature = "cuda"))]
-        return super::fused::forward(&self.weight, &self.bias, x, act == Act::Silu, extra);
+        return super::fused::forward(&self.weight, &self.bias, x, act, extra);
         #[cfg(feature = "cuda")]
         return self.forward_ops(x, act, extra);
     }
@@ -84,6 +77,7 @@ impl Dense {
         match act {
             Act::Identity => y,
             Act::Silu => super::silu(y),
+            Act::Gelu => y.fast_gelu(),
         }
     }
 

@@ -4,9 +4,13 @@
 //! dfdx's gradient buffers (through the tape's public API). dfdx's op-by-op version allocates a
 //! tensor and makes a pass over memory per op; this makes one per layer.
 
+use super::act::Act;
 use crate::tensor::Dev;
 use dfdx::prelude::*;
 use rayon::prelude::*;
+
+/// Elements per parallel task of the elementwise passes.
+const CHUNK: usize = 1 << 14;
 
 /// A row-major matrix view: values, rows, columns.
 struct Mat<'a>(&'a [f32], usize, usize);
@@ -49,38 +53,13 @@ fn matmul(dst: &mut [f32], accumulate: bool, a: Mat, ta: bool, b: Mat, tb: bool)
     }
 }
 
-/// 1 / (1 + e^-x) with [`exp`]: no library call, so the loops around it vectorise.
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
-}
-
-/// e^x to within 2 ulp for |x| < 87 (Cephes' expf: x = n ln 2 + r, a degree-5 polynomial in r,
-/// then 2^n from the exponent bits); saturates to e^-87 and e^88 beyond. Written without
-/// branches or calls so that it vectorises (libm's expf was 4% of an mlp training step).
-fn exp(x: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer in the mantissa
-    let x = x.clamp(-87.0, 88.0);
-    let t = x * std::f32::consts::LOG2_E + SHIFT;
-    let n = t - SHIFT;
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
-    let k = t.to_bits() as i32 - SHIFT.to_bits() as i32;
-    e * f32::from_bits(((k + 127) << 23) as u32)
-}
-
-/// The fused forward pass of the layer (`weight` `[out, in]`, `bias` `[out]`), with SiLU when
-/// `silu`; records its backward pass on the tape of `x` (and of `extra`).
+/// The fused forward pass of the layer (`weight` `[out, in]`, `bias` `[out]`) with activation
+/// `act`; records its backward pass on the tape of `x` (and of `extra`).
 pub fn forward<T: Tape<f32, Dev>>(
     weight: &Tensor<(usize, usize), f32, Dev>,
     bias: &Tensor<(usize,), f32, Dev>,
     x: Tensor<(usize, usize), f32, Dev, T>,
-    silu: bool,
+    act: Act,
     extra: Option<Tensor<(usize, usize), f32, Dev, T>>,
 ) -> Tensor<(usize, usize), f32, Dev, T> {
     let (rows, inputs) = *x.shape();
@@ -117,9 +96,10 @@ pub fn forward<T: Tape<f32, Dev>>(
         }
     });
     // Without a tape (sampling) the activation overwrites the pre-activation. With one, the
-    // backward pass needs the pre-activation and sigmoid(pre), kept instead of recomputed.
-    let keep = T::OWNS_TAPE && silu;
-    let mut sig = if keep {
+    // backward pass needs the pre-activation and what the derivative needs (sigmoid(pre) for
+    // SiLU), kept instead of recomputed.
+    let keep = T::OWNS_TAPE && act != Act::Identity;
+    let mut aux = if keep {
         vec![0.0f32; rows * outputs]
     } else {
         Vec::new()
@@ -130,18 +110,17 @@ pub fn forward<T: Tape<f32, Dev>>(
         std::mem::take(&mut pre)
     };
     if keep {
-        y.par_chunks_mut(1 << 14)
-            .zip(sig.par_chunks_mut(1 << 14))
-            .for_each(|(y, sig)| {
-                for (y, s) in y.iter_mut().zip(sig) {
-                    *s = sigmoid(*y);
-                    *y *= *s;
+        y.par_chunks_mut(CHUNK)
+            .zip(aux.par_chunks_mut(CHUNK))
+            .for_each(|(y, aux)| {
+                for (y, a) in y.iter_mut().zip(aux) {
+                    (*y, *a) = act.forward(*y);
                 }
             });
-    } else if silu {
-        y.par_chunks_mut(1 << 14).for_each(|y| {
+    } else if act != Act::Identity {
+        y.par_chunks_mut(CHUNK).for_each(|y| {
             for y in y.iter_mut() {
-                *y *= sigmoid(*y);
+                *y = act.forward(*y).0;
             }
         });
     }
@@ -153,13 +132,12 @@ pub fn forward<T: Tape<f32, Dev>>(
             // The output's gradient is complete (its users ran first) and read by nobody after
             // this op: take it, instead of copying it, and turn it into the pre-activation's.
             let mut g = std::mem::take(&mut **grads.get_or_alloc_mut(&out_g)?);
-            if silu {
-                // d/dp p s(p) = s (1 + p (1 - s)).
-                g.par_chunks_mut(1 << 14)
-                    .zip(pre.par_chunks(1 << 14).zip(sig.par_chunks(1 << 14)))
-                    .for_each(|(g, (p, s))| {
-                        for ((g, &p), &s) in g.iter_mut().zip(p).zip(s) {
-                            *g *= s * (1.0 + p * (1.0 - s));
+            if act != Act::Identity {
+                g.par_chunks_mut(CHUNK)
+                    .zip(pre.par_chunks(CHUNK).zip(aux.par_chunks(CHUNK)))
+                    .for_each(|(g, (p, a))| {
+                        for ((g, &p), &a) in g.iter_mut().zip(p).zip(a) {
+                            *g *= act.derivative(p, a);
                         }
                     });
             }
@@ -197,18 +175,4 @@ pub fn forward<T: Tape<f32, Dev>>(
         });
     }
     out.put_tape(tape)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn exp_is_within_two_ulp_of_libm() {
-        let mut worst = 0u32;
-        for i in -870_000..=880_000 {
-            let x = i as f32 * 1e-4;
-            let (a, b) = (super::exp(x), x.exp());
-            worst = worst.max(a.to_bits().abs_diff(b.to_bits()));
-        }
-        assert!(worst <= 2, "{worst} ulp");
-    }
 }

@@ -11,6 +11,7 @@
 //! - [`params`]: a network's tensors by name, copied to and from flat host vectors;
 //! - `optimiser`: AdamW, the EMA and the gradient norm, one parallel pass each over those vectors.
 
+mod act;
 pub mod dense;
 #[cfg(not(feature = "cuda"))]
 mod fused;

@@ -104,3 +104,46 @@ fn attention_and_layer_norm_match_dfdx_modules() {
     let want = ln.forward(x).as_vec();
     assert!(rel(&ours.forward(rows).as_vec(), &want) < 1e-6);
 }
+
+#[test]
+fn fused_layer_norm_matches_dfdx_ops_in_values_and_gradients() {
+    use fewstep::network::{LayerNorm, Param};
+    let dev = seeded_device(9);
+    for (rows, width) in [(13, 8), (64, 256), (1, 3)] {
+        let mut ln = LayerNorm::new(&dev, width);
+        // Not the identity init: random gamma and beta.
+        let g: Tensor<(usize,), f32, Dev> = dev.sample_normal_like(&(width,));
+        let b: Tensor<(usize,), f32, Dev> = dev.sample_normal_like(&(width,));
+        ln.gamma.write(&g.as_vec());
+        ln.beta.write(&b.as_vec());
+        let x: T2 = dev.sample_normal_like(&(rows, width));
+        let r: T2 = dev.sample_normal_like(&(rows, width));
+        let run = |fused: bool| {
+            let xt = x.clone().traced(Gradients::leaky());
+            let y = if fused {
+                ln.forward(xt)
+            } else {
+                ln.forward_ops(xt)
+            };
+            let values = y.retaped::<NoneTape>().as_vec();
+            let grads = (y * r.clone()).sum().backward();
+            [
+                values,
+                grads.get(&ln.gamma).as_vec(),
+                grads.get(&ln.beta).as_vec(),
+                grads.get(&x).as_vec(),
+            ]
+        };
+        let (fused, ops) = (run(true), run(false));
+        for (what, (a, b)) in ["y", "d gamma", "d beta", "dx"]
+            .iter()
+            .zip(fused.iter().zip(&ops))
+        {
+            assert!(
+                rel(a, b) < 1e-4,
+                "{rows}x{width}: {what} differs by {}",
+                rel(a, b)
+            );
+        }
+    }
+}

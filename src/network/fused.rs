@@ -176,3 +176,77 @@ pub fn forward<T: Tape<f32, Dev>>(
     }
     out.put_tape(tape)
 }
+
+/// Layer norm of each row of `x` (`[rows, width]`) as one op: (x - mean) / sqrt(var + eps) *
+/// gamma + beta, with its backward pass (gamma, beta and x) on the tape of `x`.
+pub fn layer_norm<T: Tape<f32, Dev>>(
+    gamma: &Tensor<(usize,), f32, Dev>,
+    beta: &Tensor<(usize,), f32, Dev>,
+    x: Tensor<(usize, usize), f32, Dev, T>,
+    eps: f32,
+) -> Tensor<(usize, usize), f32, Dev, T> {
+    let (rows, width) = *x.shape();
+    let dev = x.device().clone();
+    let (x, mut tape) = x.split_tape();
+    let (g, b) = (gamma.as_vec(), beta.as_vec());
+    // x becomes x_hat in place; rstd = 1 / sqrt(var + eps) per row.
+    let mut xhat = x.as_vec();
+    let mut rstd = vec![0.0f32; rows];
+    xhat.par_chunks_mut(width)
+        .zip(rstd.par_iter_mut())
+        .for_each(|(r, s)| {
+            let mean = r.iter().sum::<f32>() / width as f32;
+            let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
+            *s = 1.0 / (var + eps).sqrt();
+            for v in r.iter_mut() {
+                *v = (*v - mean) * *s;
+            }
+        });
+    let mut y = vec![0.0f32; rows * width];
+    y.par_chunks_mut(width)
+        .zip(xhat.par_chunks(width))
+        .for_each(|(y, xh)| {
+            for i in 0..width {
+                y[i] = xh[i] * g[i] + b[i];
+            }
+        });
+    let out = dev.tensor_from_vec(y, (rows, width));
+    if T::OWNS_TAPE {
+        let (x_g, g_g, b_g, out_g) = (x.ghost(), gamma.ghost(), beta.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let dy = std::mem::take(&mut **grads.get_or_alloc_mut(&out_g)?);
+            let gg = grads.get_or_alloc_mut(&g_g)?;
+            for (dy, xh) in dy.chunks_exact(width).zip(xhat.chunks_exact(width)) {
+                for i in 0..width {
+                    gg[i] += dy[i] * xh[i];
+                }
+            }
+            let gb = grads.get_or_alloc_mut(&b_g)?;
+            for dy in dy.chunks_exact(width) {
+                for i in 0..width {
+                    gb[i] += dy[i];
+                }
+            }
+            // dx = rstd (dxh - mean(dxh) - xh mean(dxh xh)), dxh = dy * gamma.
+            let gx = grads.get_or_alloc_mut(&x_g)?;
+            gx.par_chunks_mut(width)
+                .zip(dy.par_chunks(width).zip(xhat.par_chunks(width)))
+                .zip(rstd.par_iter())
+                .for_each(|((gx, (dy, xh)), &s)| {
+                    let n = width as f32;
+                    let (mut m1, mut m2) = (0.0f32, 0.0f32);
+                    for i in 0..width {
+                        let d = dy[i] * g[i];
+                        m1 += d;
+                        m2 += d * xh[i];
+                    }
+                    let (m1, m2) = (m1 / n, m2 / n);
+                    for i in 0..width {
+                        gx[i] += s * (dy[i] * g[i] - m1 - xh[i] * m2);
+                    }
+                });
+            Ok(())
+        });
+    }
+    out.put_tape(tape)
+}

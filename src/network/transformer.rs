@@ -25,7 +25,17 @@ impl LayerNorm {
         }
     }
 
+    /// On the CPU one fused op ([`super::fused::layer_norm`]), elsewhere (CUDA) dfdx's ops
+    /// ([`Self::forward_ops`]).
     pub fn forward<T: Tape<f32, Dev>>(&self, x: Rows<T>) -> Rows<T> {
+        #[cfg(not(feature = "cuda"))]
+        return super::fused::layer_norm(&self.gamma, &self.beta, x, 1e-5);
+        #[cfg(feature = "cuda")]
+        return self.forward_ops(x);
+    }
+
+    /// The same from dfdx's ops (`LayerNorm1D`'s), on any device.
+    pub fn forward_ops<T: Tape<f32, Dev>>(&self, x: Rows<T>) -> Rows<T> {
         let shape = *x.shape();
         x.normalize::<Axis<1>>(1e-5)
             * self

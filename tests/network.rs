@@ -147,3 +147,43 @@ fn fused_layer_norm_matches_dfdx_ops_in_values_and_gradients() {
         }
     }
 }
+
+#[test]
+fn fused_attention_matches_dfdx_ops_in_values_and_gradients() {
+    use fewstep::network::Attention;
+    let dev = seeded_device(11);
+    for (b, n, width, heads) in [(3, 5, 8, 2), (2, 16, 32, 4), (1, 1, 4, 1)] {
+        let att = Attention::new(&dev, width, heads, true);
+        let x: T2 = dev.sample_normal_like(&(b * n, width));
+        let r: T2 = dev.sample_normal_like(&(b * n, width));
+        let run = |fused: bool| {
+            let xt = x.clone().traced(Gradients::leaky());
+            let y = if fused {
+                att.forward(xt, n)
+            } else {
+                att.forward_ops(xt, n)
+            };
+            let values = y.retaped::<NoneTape>().as_vec();
+            let g = (y * r.clone()).sum().backward();
+            [
+                values,
+                g.get(&att.w_q.weight).as_vec(),
+                g.get(&att.w_k.weight).as_vec(),
+                g.get(&att.w_v.weight).as_vec(),
+                g.get(&att.w_o.weight).as_vec(),
+                g.get(&x).as_vec(),
+            ]
+        };
+        let (fused, ops) = (run(true), run(false));
+        for (what, (a, c)) in ["y", "dWq", "dWk", "dWv", "dWo", "dx"]
+            .iter()
+            .zip(fused.iter().zip(&ops))
+        {
+            assert!(
+                rel(a, c) < 1e-4,
+                "{b}x{n}x{width}/{heads}: {what} differs by {}",
+                rel(a, c)
+            );
+        }
+    }
+}

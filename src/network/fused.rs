@@ -250,3 +250,196 @@ pub fn layer_norm<T: Tape<f32, Dev>>(
     }
     out.put_tape(tape)
 }
+
+/// A raw pointer that crosses threads: each (example, head) task writes its own rows' columns.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: tasks write disjoint (rows, columns) blocks of the buffers behind it; see `attention`.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+/// dst (m x n at `dst`, row stride `ld`) = [dst +] alpha * a * b, single-threaded (the caller
+/// runs one product per task); a and b as (pointer, row stride, column stride).
+///
+/// # Safety
+/// Every index the sizes and strides form must lie inside the buffers.
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    ld: usize,
+    accumulate: bool,
+    alpha: f32,
+    a: (*const f32, usize, usize),
+    b: (*const f32, usize, usize),
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        ld as isize,
+        accumulate,
+        a.0,
+        a.2 as isize,
+        a.1 as isize,
+        b.0,
+        b.2 as isize,
+        b.1 as isize,
+        1.0,
+        alpha,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
+}
+
+/// Multi-head self-attention of token rows as one op: for each example (`tokens` consecutive
+/// rows) and head (`width / heads` consecutive columns) of q, k, v (`[rows, width]`),
+/// softmax(q k^T / sqrt(d)) v, written to the same rows and columns of the output. The heads are
+/// strided views of the rows, so nothing is reshaped or copied; examples and heads run in
+/// parallel; the softmax weights are kept for the backward pass.
+pub fn attention<T: Tape<f32, Dev>>(
+    q: Tensor<(usize, usize), f32, Dev, T>,
+    k: Tensor<(usize, usize), f32, Dev, T>,
+    v: Tensor<(usize, usize), f32, Dev, T>,
+    tokens: usize,
+    heads: usize,
+) -> Tensor<(usize, usize), f32, Dev, T> {
+    let (rows, width) = *q.shape();
+    assert!(
+        rows % tokens == 0
+            && width % heads == 0
+            && k.shape() == q.shape()
+            && v.shape() == q.shape(),
+        "attention: shapes disagree"
+    );
+    let (n, d) = (tokens, width / heads);
+    let tasks = (rows / n) * heads;
+    let scale = 1.0 / (d as f32).sqrt();
+    let dev = q.device().clone();
+    let (q, tq) = q.split_tape();
+    let (k, tk) = k.split_tape();
+    let (v, tv) = v.split_tape();
+    let mut tape = tq.merge(tk).merge(tv);
+    let (qh, kh, vh) = (q.as_vec(), k.as_vec(), v.as_vec());
+    let mut probs = vec![0.0f32; tasks * n * n];
+    let mut out = vec![0.0f32; rows * width];
+    let o_ptr = Shared(out.as_mut_ptr());
+    // Task (e, h): rows e*n.., columns h*d..; its weights are probs[task*n*n..].
+    probs
+        .par_chunks_mut(n * n)
+        .enumerate()
+        .for_each(|(task, p)| {
+            let (e, h) = (task / heads, task % heads);
+            let at = e * n * width + h * d;
+            let o = o_ptr;
+            // SAFETY: q, k, v, out hold rows * width values; this task reads and writes rows
+            // e*n..(e+1)*n, columns h*d..(h+1)*d only, and p is its own n x n block.
+            unsafe {
+                small_matmul(
+                    (n, n, d),
+                    p.as_mut_ptr(),
+                    n,
+                    false,
+                    scale,
+                    (qh.as_ptr().add(at), width, 1),
+                    (kh.as_ptr().add(at), 1, width),
+                );
+            }
+            for row in p.chunks_exact_mut(n) {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                let mut sum = 0.0;
+                for x in row.iter_mut() {
+                    *x = super::act::exp(*x - max);
+                    sum += *x;
+                }
+                for x in row.iter_mut() {
+                    *x /= sum;
+                }
+            }
+            unsafe {
+                small_matmul(
+                    (n, d, n),
+                    o.0.add(at),
+                    width,
+                    false,
+                    1.0,
+                    (p.as_ptr(), n, 1),
+                    (vh.as_ptr().add(at), width, 1),
+                );
+            }
+        });
+    let result = dev.tensor_from_vec(out, (rows, width));
+    if T::OWNS_TAPE {
+        let (q_g, k_g, v_g, out_g) = (q.ghost(), k.ghost(), v.ghost(), result.ghost());
+        tape.add_backward_op(move |grads| {
+            let go = std::mem::take(&mut **grads.get_or_alloc_mut(&out_g)?);
+            let gq = Shared(grads.get_or_alloc_mut(&q_g)?.as_mut_ptr());
+            let gk = Shared(grads.get_or_alloc_mut(&k_g)?.as_mut_ptr());
+            let gv = Shared(grads.get_or_alloc_mut(&v_g)?.as_mut_ptr());
+            probs.par_chunks(n * n).enumerate().for_each(|(task, p)| {
+                let (e, h) = (task / heads, task % heads);
+                let at = e * n * width + h * d;
+                let (gq, gk, gv) = (gq, gk, gv);
+                let mut ds = vec![0.0f32; n * n];
+                // SAFETY: as in the forward pass, each task touches its own rows and columns
+                // of the gradient buffers (rows * width each, allocated above).
+                unsafe {
+                    // dV += P^T dO
+                    small_matmul(
+                        (n, d, n),
+                        gv.0.add(at),
+                        width,
+                        true,
+                        1.0,
+                        (p.as_ptr(), 1, n),
+                        (go.as_ptr().add(at), width, 1),
+                    );
+                    // dP = dO V^T
+                    small_matmul(
+                        (n, n, d),
+                        ds.as_mut_ptr(),
+                        n,
+                        false,
+                        1.0,
+                        (go.as_ptr().add(at), width, 1),
+                        (vh.as_ptr().add(at), 1, width),
+                    );
+                }
+                // dS = P (dP - rowsum(dP P)), then the scale of S.
+                for (dsr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
+                    let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    for (x, &pv) in dsr.iter_mut().zip(pr) {
+                        *x = pv * (*x - dot) * scale;
+                    }
+                }
+                unsafe {
+                    // dQ += dS K, dK += dS^T Q
+                    small_matmul(
+                        (n, d, n),
+                        gq.0.add(at),
+                        width,
+                        true,
+                        1.0,
+                        (ds.as_ptr(), n, 1),
+                        (kh.as_ptr().add(at), width, 1),
+                    );
+                    small_matmul(
+                        (n, d, n),
+                        gk.0.add(at),
+                        width,
+                        true,
+                        1.0,
+                        (ds.as_ptr(), 1, n),
+                        (qh.as_ptr().add(at), width, 1),
+                    );
+                }
+            });
+            Ok(())
+        });
+    }
+    result.put_tape(tape)
+}

@@ -83,8 +83,29 @@ impl Attention {
         }
     }
 
-    /// Self-attention of `x` (`[batch * tokens, width]`) within each example's `tokens` rows.
+    /// Self-attention of `x` (`[batch * tokens, width]`) within each example's `tokens` rows:
+    /// on the CPU the heads are one fused op ([`super::fused::attention`]), elsewhere (CUDA)
+    /// dfdx's ops ([`Self::forward_ops`]).
     pub fn forward<T: Tape<f32, Dev>>(&self, x: Rows<T>, tokens: usize) -> Rows<T> {
+        #[cfg(not(feature = "cuda"))]
+        {
+            let (x, tape) = x.split_tape();
+            let v = self
+                .w_v
+                .forward_act(x.clone().retaped::<T>(), Act::Identity, None);
+            let k = self
+                .w_k
+                .forward_act(x.clone().retaped::<T>(), Act::Identity, None);
+            let q = self.w_q.forward_act(x.put_tape(tape), Act::Identity, None);
+            let out = super::fused::attention(q, k, v, tokens, self.heads);
+            self.w_o.forward_act(out, Act::Identity, None)
+        }
+        #[cfg(feature = "cuda")]
+        self.forward_ops(x, tokens)
+    }
+
+    /// The same from dfdx's ops (`MultiHeadAttention`'s), on any device.
+    pub fn forward_ops<T: Tape<f32, Dev>>(&self, x: Rows<T>, tokens: usize) -> Rows<T> {
         let (rows, width) = *x.shape();
         let (b, h, d) = (rows / tokens, self.heads, width / self.heads);
         // The tape runs through q; k and v record on their own tapes, merged by the products.

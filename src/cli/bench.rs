@@ -46,8 +46,9 @@ pub struct LoaderArgs {
     pub stream: bool,
 }
 
+/// The network a benchmark builds: plugin, data row shape, config.
 #[derive(clap::Args, Debug)]
-pub struct SampleArgs {
+pub struct NetArgs {
     /// Network denoiser plugin (mlp, uvit, ...).
     #[arg(long, default_value = "mlp")]
     pub model: String,
@@ -57,6 +58,40 @@ pub struct SampleArgs {
     /// Row shape of image data, e.g. 3,32,32 (uvit).
     #[arg(long, value_delimiter = ',')]
     pub shape: Option<Vec<usize>>,
+    /// Training config (network fields, schedule, optimiser, objective) as for `fewstep train`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl NetArgs {
+    /// The row shape from `--dim` or `--shape`.
+    fn row_shape(&self) -> Result<Vec<usize>> {
+        match (self.dim, &self.shape) {
+            (Some(d), None) if d > 0 => Ok(vec![d]),
+            (None, Some(s)) if !s.is_empty() && s.iter().all(|&d| d > 0) => Ok(s.clone()),
+            _ => bail!(
+                "give the data row shape: --dim D (vectors) or --shape C,H,W (images), sizes >= 1"
+            ),
+        }
+    }
+
+    /// The training config: defaults and `--config` with the network and `batch`.
+    fn config(&self, batch: usize) -> Result<TrainConfig> {
+        if batch == 0 {
+            bail!("--batch must be at least 1");
+        }
+        let overrides = Overrides::default()
+            .plugin("denoiser", Some(&self.model))
+            .set("batch", Some(batch as i64))
+            .set("data", Some("(random rows)"));
+        builder(DEFAULTS, self.config.as_deref(), &overrides, false)?.build()
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub net: NetArgs,
     /// Rows sampled at once.
     #[arg(long, default_value_t = 20_000)]
     pub batch: usize,
@@ -69,22 +104,12 @@ pub struct SampleArgs {
     /// Timed runs (after one untimed run).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    /// Training config (network fields, schedule) as for `fewstep train`.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// Network denoiser plugin (mlp, uvit, ...).
-    #[arg(long, default_value = "mlp")]
-    pub model: String,
-    /// Row size of vector data (mlp).
-    #[arg(long, conflicts_with = "shape")]
-    pub dim: Option<usize>,
-    /// Row shape of image data, e.g. 3,32,32 (uvit).
-    #[arg(long, value_delimiter = ',')]
-    pub shape: Option<Vec<usize>>,
+    #[command(flatten)]
+    pub net: NetArgs,
     /// Rows per training step.
     #[arg(long, default_value_t = 1024)]
     pub batch: usize,
@@ -94,9 +119,6 @@ pub struct TrainArgs {
     /// Untimed steps first (allocator caches, first-touch).
     #[arg(long, default_value_t = 3)]
     pub warmup: u64,
-    /// Training config (optimiser, objective, network fields) as for `fewstep train`.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
@@ -151,39 +173,12 @@ fn loader(a: LoaderArgs) -> Result<()> {
     Ok(())
 }
 
-/// The row shape from `--dim` or `--shape`.
-fn row_shape(dim: Option<usize>, shape: &Option<Vec<usize>>) -> Result<Vec<usize>> {
-    match (dim, shape) {
-        (Some(d), None) if d > 0 => Ok(vec![d]),
-        (None, Some(s)) if !s.is_empty() && s.iter().all(|&d| d > 0) => Ok(s.clone()),
-        _ => bail!(
-            "give the data row shape: --dim D (vectors) or --shape C,H,W (images), sizes >= 1"
-        ),
-    }
-}
-
-/// The training config of a benchmark: defaults and `--config` with the network and batch.
-fn bench_config(
-    model: &str,
-    batch: usize,
-    config: Option<&std::path::Path>,
-) -> Result<TrainConfig> {
-    if batch == 0 {
-        bail!("--batch must be at least 1");
-    }
-    let overrides = Overrides::default()
-        .plugin("denoiser", Some(model))
-        .set("batch", Some(batch as i64))
-        .set("data", Some("(random rows)"));
-    builder(DEFAULTS, config, &overrides, false)?.build()
-}
-
 fn sample(a: SampleArgs) -> Result<()> {
-    let row_shape = row_shape(a.dim, &a.shape)?;
+    let row_shape = a.net.row_shape()?;
     if a.steps == 0 || a.repeats == 0 {
         bail!("--steps and --repeats must be at least 1");
     }
-    let cfg = bench_config(&a.model, a.batch, a.config.as_deref())?;
+    let cfg = a.net.config(a.batch)?;
     let integrator: Box<dyn Integrator> = plugin_from_toml(&format!("name = {:?}", a.integrator))?;
     let r = sample_rate(
         &cfg,
@@ -203,7 +198,7 @@ fn sample(a: SampleArgs) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "name": format!("fewstep-{}-sample", a.model),
+            "name": format!("fewstep-{}-sample", a.net.model),
             "integrator": a.integrator,
             "row_shape": row_shape,
             "batch": a.batch,
@@ -217,8 +212,8 @@ fn sample(a: SampleArgs) -> Result<()> {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    let row_shape = row_shape(a.dim, &a.shape)?;
-    let cfg = bench_config(&a.model, a.batch, a.config.as_deref())?;
+    let row_shape = a.net.row_shape()?;
+    let cfg = a.net.config(a.batch)?;
     let r = train_rate(&cfg, &row_shape, a.warmup, a.steps)?;
     let rate = r.steps_per_s;
     let peak = peak_rss_kib();
@@ -234,7 +229,7 @@ fn train(a: TrainArgs) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "name": format!("fewstep-{}", a.model),
+            "name": format!("fewstep-{}", a.net.model),
             "row_shape": row_shape,
             "batch": a.batch,
             "steps_per_s": rate,

@@ -49,9 +49,7 @@ impl MlpNet {
         let hidden = (1..depth)
             .map(|_| Dense::new(dev, width, width, init))
             .collect();
-        let mut out = Dense::new(dev, width, dim, init);
-        out.weight.fill_with_zeros();
-        out.bias.fill_with_zeros();
+        let out = Dense::new(dev, width, dim, init).zeroed();
         MlpNet {
             cond,
             input,

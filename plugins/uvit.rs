@@ -162,9 +162,7 @@ impl UVitNet {
                 (proj_h, proj_skip, Block::new(dev, &d, init))
             })
             .collect();
-        let mut out = Dense::new(dev, w, d.patch_values(), init);
-        out.weight.fill_with_zeros();
-        out.bias.fill_with_zeros();
+        let out = Dense::new(dev, w, d.patch_values(), init).zeroed();
         UVitNet {
             d,
             cond,

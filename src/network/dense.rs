@@ -29,6 +29,14 @@ impl Dense {
         Dense { weight, bias }
     }
 
+    /// The layer with W and b set to zero: a v-network's output layer, so that it starts at
+    /// v = 0 (x_hat = alpha z). Built with `new` first, so the generator moves on as for any layer.
+    pub fn zeroed(mut self) -> Self {
+        self.weight.fill_with_zeros();
+        self.bias.fill_with_zeros();
+        self
+    }
+
     /// The sizes (inputs, outputs).
     pub fn sizes(&self) -> (usize, usize) {
         let (outputs, inputs) = *self.weight.shape();

@@ -2,11 +2,7 @@
 //! host by name and shape, so AdamW, the EMA and the checkpoint state work on flat host vectors
 //! whatever the tensors' (compile-time or runtime) shapes.
 
-use crate::tensor::{Dev, DevErr};
-use dfdx::nn::{
-    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
-    ViewTensorRef, ZeroGrads,
-};
+use crate::tensor::Dev;
 use dfdx::prelude::*;
 
 /// One trainable tensor, of any shape.
@@ -53,77 +49,6 @@ impl<S: Shape> Param for Tensor<S, f32, Dev> {
 pub trait Params {
     fn each_param(&self, f: &mut dyn FnMut(&str, &dyn Param));
     fn each_param_mut(&mut self, f: &mut dyn FnMut(&str, &mut dyn Param));
-
-    /// An empty gradient buffer for a taped forward pass.
-    fn new_grads(&self) -> Gradients<f32, Dev> {
-        Gradients::leaky()
-    }
-}
-
-/// dfdx modules (compile-time shapes) list their trainable tensors through their
-/// `TensorCollection`, named by their module paths.
-impl<M: TensorCollection<f32, Dev, To<f32, Dev> = M>> Params for M {
-    fn each_param(&self, f: &mut dyn FnMut(&str, &dyn Param)) {
-        M::iter_tensors(&mut RecursiveWalker {
-            m: (self, String::new()),
-            f: &mut Visit(f),
-        })
-        .expect("visiting tensors cannot fail");
-    }
-
-    fn each_param_mut(&mut self, f: &mut dyn FnMut(&str, &mut dyn Param)) {
-        M::iter_tensors(&mut RecursiveWalker {
-            m: (self, String::new()),
-            f: &mut VisitMut(f),
-        })
-        .expect("visiting tensors cannot fail");
-    }
-
-    /// Zeroed gradients of the trainable tensors, whose ids dfdx keeps as leaves (it frees the
-    /// others' gradients after the backward pass).
-    fn new_grads(&self) -> Gradients<f32, Dev> {
-        self.alloc_grads()
-    }
-}
-
-struct Visit<'a>(&'a mut dyn FnMut(&str, &dyn Param));
-
-impl TensorVisitor<f32, Dev> for Visit<'_> {
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = DevErr;
-    type E2 = f32;
-    type D2 = Dev;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, f32, Dev>,
-        (t, name): (&Tensor<S, f32, Dev>, String),
-    ) -> Result<Option<Tensor<S, f32, Dev>>, DevErr> {
-        if opts.do_gradient_update {
-            (self.0)(&name, t);
-        }
-        Ok(None)
-    }
-}
-
-struct VisitMut<'a>(&'a mut dyn FnMut(&str, &mut dyn Param));
-
-impl TensorVisitor<f32, Dev> for VisitMut<'_> {
-    type Viewer = (ViewTensorMut, ViewTensorName);
-    type Err = DevErr;
-    type E2 = f32;
-    type D2 = Dev;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, f32, Dev>,
-        (t, name): (&mut Tensor<S, f32, Dev>, String),
-    ) -> Result<Option<Tensor<S, f32, Dev>>, DevErr> {
-        if opts.do_gradient_update {
-            (self.0)(&name, t);
-        }
-        Ok(None)
-    }
 }
 
 /// Where each tensor of a [`Params`] lives in a flat vector: names, shapes and offsets, in the

@@ -1,5 +1,5 @@
-//! [`Trainable`]: the one generic [`Network`] over any [`VNet`], and [`build_network`], what a
-//! network plugin with compile-time shapes calls from `DenoiserSpec::network`.
+//! [`Trainable`]: the one generic [`Network`] over any [`VNet`], what a network plugin's
+//! `DenoiserSpec::network` returns.
 //!
 //! The network's tensors (on the device) are the training weights; their AdamW moments and EMA
 //! live in flat host vectors beside a host copy of the weights, so every optimiser pass is one
@@ -8,10 +8,9 @@
 use super::optimiser;
 use super::params::Layout;
 use super::vnet::{VModel, VNet};
-use crate::denoiser::{AdamW, Denoiser, Level, NetCtx, Network, Student, TapedBatch};
-use crate::tensor::{dev_err, Batch, Dev, DevErr, HostTensor, StateDict};
+use crate::denoiser::{AdamW, Denoiser, Level, Network, Student, TapedBatch};
+use crate::tensor::{Batch, Dev, HostTensor, StateDict};
 use anyhow::{bail, Result};
-use dfdx::nn::{BuildModule, RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor};
 use dfdx::prelude::*;
 
 /// A [`VNet`] with its optimiser state: the weights as device tensors (what the forward pass
@@ -130,7 +129,8 @@ impl<M: VNet> Network for Trainable<M> {
     }
 
     fn alloc_grads(&self) -> Gradients<f32, Dev> {
-        self.model.net.new_grads()
+        // A plain gradient store: each op adds its inputs' gradients into it as the tape runs.
+        Gradients::leaky()
     }
 
     fn grad_norm(&mut self, grads: &mut Gradients<f32, Dev>) -> Result<f64> {
@@ -217,46 +217,5 @@ impl<M: VNet> Network for Trainable<M> {
             Self::upload(&mut self.model.net, &self.layout, &self.weights);
         }
         Ok(())
-    }
-}
-
-/// Builds a dfdx module on the seeded device (or as zeros, without drawing, for weights about to
-/// be loaded), lets `init` adjust it (e.g. zero the output layer), and wraps it as a trainable
-/// [`Network`] for rows of `dim` values.
-pub fn build_network<M: VNet + TensorCollection<f32, Dev, To<f32, Dev> = M>>(
-    ctx: &NetCtx,
-    dim: usize,
-    about: impl Into<String>,
-    init: impl FnOnce(&mut M),
-) -> Result<Box<dyn Network>> {
-    let mut net = if ctx.init {
-        M::try_build(&ctx.dev).map_err(dev_err)?
-    } else {
-        M::iter_tensors(&mut RecursiveWalker {
-            m: (),
-            f: &mut ZeroBuild(&ctx.dev),
-        })
-        .map_err(dev_err)?
-        .expect("the builder returns the module")
-    };
-    init(&mut net);
-    Ok(Box::new(Trainable::new(&ctx.dev, net, dim, about)))
-}
-
-/// Builds every tensor as zeros (no draws from the device's generator).
-struct ZeroBuild<'a>(&'a Dev);
-
-impl TensorVisitor<f32, Dev> for ZeroBuild<'_> {
-    type Viewer = ();
-    type Err = DevErr;
-    type E2 = f32;
-    type D2 = Dev;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, f32, Dev>,
-        _: (),
-    ) -> Result<Option<Tensor<S, f32, Dev>>, DevErr> {
-        Ok(Some(self.0.try_zeros_like(&opts.shape)?))
     }
 }

@@ -32,23 +32,6 @@ pub fn silu<S: Shape, T: Tape<f32, Dev>>(x: Tensor<S, f32, Dev, T>) -> Tensor<S,
     x.clone().put_tape(tape).sigmoid() * x
 }
 
-/// A `[batch, dim]` tensor as `[batch, D]` (compile-time width, as dfdx layers need).
-/// Panics if `dim != D`; [`VModel`] checks the row size before calling a network.
-pub fn fixed_width<const D: usize, T: Tape<f32, Dev>>(
-    x: Tensor<(usize, usize), f32, Dev, T>,
-) -> Tensor<(usize, Const<D>), f32, Dev, T> {
-    x.try_realize()
-        .unwrap_or_else(|x| panic!("expected rows of size {D}, got {}", x.shape().1))
-}
-
-/// A `[batch, D]` tensor as `[batch, dim]` (the runtime width every denoiser exchanges).
-pub fn runtime_width<const D: usize, T: Tape<f32, Dev>>(
-    x: Tensor<(usize, Const<D>), f32, Dev, T>,
-) -> Tensor<(usize, usize), f32, Dev, T> {
-    x.try_realize()
-        .unwrap_or_else(|_| unreachable!("a const width is a valid runtime width"))
-}
-
 /// Sinusoidal features of the clipped, scaled log-SNR: u = clip(lambda, +-20) / 20 in [-1, 1],
 /// then sin and cos of u at 16 geometric frequencies from 1 to 200 rad (periods from 12 down to
 /// 0.6 in log-SNR units). Computed on the host in f64 from the level's host copy (no device

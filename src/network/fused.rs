@@ -4,7 +4,8 @@
 //! dfdx's gradient buffers (through the tape's public API). dfdx's op-by-op version allocates a
 //! tensor and makes a pass over memory per op; this makes one per layer.
 
-use super::act::Act;
+use super::act::{self, Act};
+use super::simd::vectorised;
 use crate::tensor::Dev;
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -12,44 +13,116 @@ use rayon::prelude::*;
 /// Elements per parallel task of the elementwise passes.
 const CHUNK: usize = 1 << 14;
 
+/// The values of `t` in row-major order, as one copy of its buffer: dfdx's `as_vec` walks a
+/// strided iterator element by element (5% of an mlp step). A tensor that is not laid out
+/// row-major (broadcast, permuted) is first made so by dfdx's reshape, which copies only then.
+fn host_values<S: Shape>(t: &Tensor<S, f32, Dev>) -> Vec<f32> {
+    let dense = t.clone().reshape_like(t.shape());
+    let mut values = vec![0.0; t.shape().num_elements()];
+    dense.copy_into(&mut values);
+    values
+}
+
 /// A row-major matrix view: values, rows, columns.
 struct Mat<'a>(&'a [f32], usize, usize);
 
 /// dst (m x n, row-major) = [dst +] a * b, with a = `a` or its transpose (`ta`) and likewise b.
 fn matmul(dst: &mut [f32], accumulate: bool, a: Mat, ta: bool, b: Mat, tb: bool) {
+    let (m, n) = product_size(&a, ta, &b, tb);
+    assert!(dst.len() == m * n, "matmul: shapes disagree");
+    // SAFETY: dst holds m * n values (asserted), what `gemm_into` writes.
+    unsafe { gemm_into(dst.as_mut_ptr(), accumulate, a, ta, b, tb) }
+}
+
+/// a * b as a new m x n row-major buffer, which the product writes without reading (no zeroing
+/// pass first).
+fn product(a: Mat, ta: bool, b: Mat, tb: bool) -> Vec<f32> {
+    let (m, n) = product_size(&a, ta, &b, tb);
+    let k = if ta { a.1 } else { a.2 };
+    if k == 0 {
+        return vec![0.0; m * n];
+    }
+    let mut out = Vec::with_capacity(m * n);
+    // SAFETY: the capacity is m * n; with k > 0 and no accumulation gemm writes every one of the
+    // m * n values before anything reads them, so the length can then cover them.
+    unsafe {
+        gemm_into(out.as_mut_ptr(), false, a, ta, b, tb);
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// (m, n) of the product of a (or its transpose) and b (or its transpose); panics unless the
+/// inner sizes agree and each view holds its rows * columns values.
+fn product_size(a: &Mat, ta: bool, b: &Mat, tb: bool) -> (usize, usize) {
     let (m, k) = if ta { (a.2, a.1) } else { (a.1, a.2) };
     let (k2, n) = if tb { (b.2, b.1) } else { (b.1, b.2) };
     assert!(
-        k == k2 && dst.len() == m * n && a.0.len() == a.1 * a.2 && b.0.len() == b.1 * b.2,
+        k == k2 && a.0.len() == a.1 * a.2 && b.0.len() == b.1 * b.2,
         "matmul: shapes disagree"
     );
+    (m, n)
+}
+
+/// The gemm call of [`matmul`] and [`product`], on all threads.
+///
+/// # Safety
+/// `dst` must be valid for writes (and, with `accumulate`, reads) of m x n values, and the views
+/// must have passed [`product_size`].
+unsafe fn gemm_into(dst: *mut f32, accumulate: bool, a: Mat, ta: bool, b: Mat, tb: bool) {
+    let (m, k) = if ta { (a.2, a.1) } else { (a.1, a.2) };
+    let n = if tb { b.1 } else { b.2 };
     // (row stride, column stride) of each operand as used.
     let strides = |t: bool, cols: usize| if t { (1, cols) } else { (cols, 1) };
     let (a_rs, a_cs) = strides(ta, a.2);
     let (b_rs, b_cs) = strides(tb, b.2);
-    // SAFETY: the asserts above bound every index gemm forms from these sizes and strides.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.0.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.0.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        );
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        n as isize,
+        accumulate,
+        a.0.as_ptr(),
+        a_cs as isize,
+        a_rs as isize,
+        b.0.as_ptr(),
+        b_cs as isize,
+        b_rs as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+    );
+}
+
+vectorised! {
+    /// p += b on each row of `p` (rows of `b.len()`), then p += e.
+    fn add_bias<'a>(p: &'a mut [f32], b: &'a [f32], e: Option<&'a [f32]>) {
+        for row in p.chunks_exact_mut(b.len()) {
+            for (v, &b) in row.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+        if let Some(e) = e {
+            for (v, &e) in p.iter_mut().zip(e) {
+                *v += e;
+            }
+        }
+    }
+}
+
+vectorised! {
+    /// acc += each row of `rows` (rows of `acc.len()`), in row order.
+    fn add_rows<'a>(acc: &'a mut [f32], rows: &'a [f32]) {
+        for row in rows.chunks_exact(acc.len()) {
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
     }
 }
 
@@ -66,13 +139,10 @@ pub fn forward<T: Tape<f32, Dev>>(
     let outputs = weight.shape().0;
     let dev = x.device().clone();
     let (x, mut tape) = x.split_tape();
-    let x_host = x.as_vec();
-    let w_host = weight.as_vec();
-    let b_host = bias.as_vec();
-    let mut pre = vec![0.0f32; rows * outputs];
-    matmul(
-        &mut pre,
-        false,
+    let x_host = host_values(&x);
+    let w_host = host_values(weight);
+    let b_host = host_values(bias);
+    let mut pre = product(
         Mat(&x_host, rows, inputs),
         false,
         Mat(&w_host, outputs, inputs),
@@ -83,47 +153,36 @@ pub fn forward<T: Tape<f32, Dev>>(
         tape = std::mem::take(&mut tape).merge(t);
         e
     });
-    let extra_host = extra.as_ref().map(|e| e.as_vec());
-    pre.par_chunks_mut(outputs).enumerate().for_each(|(r, p)| {
-        let e = extra_host
-            .as_ref()
-            .map(|e| &e[r * outputs..(r + 1) * outputs]);
-        for o in 0..outputs {
-            p[o] += b_host[o];
-            if let Some(e) = e {
-                p[o] += e[o];
-            }
-        }
-    });
+    let extra_host = extra.as_ref().map(host_values);
     // Without a tape (sampling) the activation overwrites the pre-activation. With one, the
     // backward pass needs the pre-activation and what the derivative needs (sigmoid(pre) for
-    // SiLU), kept instead of recomputed.
+    // SiLU), kept instead of recomputed. Tasks of whole rows: bias, addend and activation in one
+    // pass over each.
     let keep = T::OWNS_TAPE && act != Act::Identity;
-    let mut aux = if keep {
-        vec![0.0f32; rows * outputs]
-    } else {
-        Vec::new()
-    };
-    let mut y = if keep {
-        pre.clone()
-    } else {
-        std::mem::take(&mut pre)
-    };
-    if keep {
-        y.par_chunks_mut(CHUNK)
-            .zip(aux.par_chunks_mut(CHUNK))
-            .for_each(|(y, aux)| {
-                for (y, a) in y.iter_mut().zip(aux) {
-                    (*y, *a) = act.forward(*y);
-                }
+    let task = (CHUNK / outputs).max(1) * outputs;
+    let extra_of = |i: usize, len: usize| extra_host.as_ref().map(|e| &e[i * task..i * task + len]);
+    let y = if keep {
+        let mut y = vec![0.0f32; rows * outputs];
+        let mut aux = vec![0.0f32; rows * outputs];
+        pre.par_chunks_mut(task)
+            .zip(y.par_chunks_mut(task).zip(aux.par_chunks_mut(task)))
+            .enumerate()
+            .for_each(|(i, (p, (y, aux)))| {
+                add_bias(p, &b_host, extra_of(i, p.len()));
+                act::forward_keep(act, p, y, aux);
             });
-    } else if act != Act::Identity {
-        y.par_chunks_mut(CHUNK).for_each(|y| {
-            for y in y.iter_mut() {
-                *y = act.forward(*y).0;
-            }
+        Some((y, aux))
+    } else {
+        pre.par_chunks_mut(task).enumerate().for_each(|(i, p)| {
+            add_bias(p, &b_host, extra_of(i, p.len()));
+            act::forward_in_place(act, p);
         });
-    }
+        None
+    };
+    let (y, pre, aux) = match y {
+        Some((y, aux)) => (y, pre, aux),
+        None => (pre, Vec::new(), Vec::new()),
+    };
     let out = dev.tensor_from_vec(y, (rows, outputs));
     if T::OWNS_TAPE {
         let (x_g, w_g, b_g, out_g) = (x.ghost(), weight.ghost(), bias.ghost(), out.ghost());
@@ -135,11 +194,7 @@ pub fn forward<T: Tape<f32, Dev>>(
             if act != Act::Identity {
                 g.par_chunks_mut(CHUNK)
                     .zip(pre.par_chunks(CHUNK).zip(aux.par_chunks(CHUNK)))
-                    .for_each(|(g, (p, a))| {
-                        for ((g, &p), &a) in g.iter_mut().zip(p).zip(a) {
-                            *g *= act.derivative(p, a);
-                        }
-                    });
+                    .for_each(|(g, (p, a))| act::backward(act, g, p, a));
             }
             let gw = grads.get_or_alloc_mut(&w_g)?;
             matmul(
@@ -151,11 +206,7 @@ pub fn forward<T: Tape<f32, Dev>>(
                 false,
             );
             let gb = grads.get_or_alloc_mut(&b_g)?;
-            for row in g.chunks_exact(outputs) {
-                for (b, &v) in gb.iter_mut().zip(row) {
-                    *b += v;
-                }
-            }
+            add_rows(gb, &g);
             let gx = grads.get_or_alloc_mut(&x_g)?;
             matmul(
                 gx,
@@ -167,14 +218,100 @@ pub fn forward<T: Tape<f32, Dev>>(
             );
             if let Some(e_g) = e_g {
                 let ge = grads.get_or_alloc_mut(&e_g)?;
-                for (a, &v) in ge.iter_mut().zip(&g) {
-                    *a += v;
-                }
+                add_rows(ge, &g);
             }
             Ok(())
         });
     }
     out.put_tape(tape)
+}
+
+vectorised! {
+    /// Each row of `x` (`rstd.len()` rows) becomes (x - mean) * rstd, rstd = 1 / sqrt(var + eps).
+    fn normalise_rows<'a>(x: &'a mut [f32], rstd: &'a mut [f32], eps: f32) {
+        let width = x.len() / rstd.len();
+        for (r, s) in x.chunks_exact_mut(width).zip(rstd.iter_mut()) {
+            let mean = r.iter().sum::<f32>() / width as f32;
+            let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
+            *s = 1.0 / (var + eps).sqrt();
+            for v in r.iter_mut() {
+                *v = (*v - mean) * *s;
+            }
+        }
+    }
+}
+
+vectorised! {
+    /// y = xh * g + b on each row (rows of `g.len()`).
+    fn scale_shift_rows<'a>(y: &'a mut [f32], xh: &'a [f32], g: &'a [f32], b: &'a [f32]) {
+        for (y, xh) in y.chunks_exact_mut(g.len()).zip(xh.chunks_exact(g.len())) {
+            for (((y, &x), &g), &b) in y.iter_mut().zip(xh).zip(g).zip(b) {
+                *y = x * g + b;
+            }
+        }
+    }
+}
+
+vectorised! {
+    /// acc += a * b for each pair of rows (rows of `acc.len()`), in row order.
+    fn add_row_products<'a>(acc: &'a mut [f32], a: &'a [f32], b: &'a [f32]) {
+        for (a, b) in a.chunks_exact(acc.len()).zip(b.chunks_exact(acc.len())) {
+            for ((acc, &a), &b) in acc.iter_mut().zip(a).zip(b) {
+                *acc += a * b;
+            }
+        }
+    }
+}
+
+vectorised! {
+    /// Layer norm's input gradient, row by row: dx += rstd (dxh - mean(dxh) - xh mean(dxh xh)),
+    /// dxh = dy * gamma.
+    fn layer_norm_dx<'a>(gx: &'a mut [f32], dy: &'a [f32], xh: &'a [f32], rstd: &'a [f32], g: &'a [f32]) {
+        let width = g.len();
+        let n = width as f32;
+        let rows = gx.chunks_exact_mut(width).zip(dy.chunks_exact(width));
+        for ((gx, dy), (xh, &s)) in rows.zip(xh.chunks_exact(width).zip(rstd)) {
+            let (mut m1, mut m2) = (0.0f32, 0.0f32);
+            for ((&dy, &g), &xh) in dy.iter().zip(g).zip(xh) {
+                let d = dy * g;
+                m1 += d;
+                m2 += d * xh;
+            }
+            let (m1, m2) = (m1 / n, m2 / n);
+            for (((gx, &dy), &g), &xh) in gx.iter_mut().zip(dy).zip(g).zip(xh) {
+                *gx += s * (dy * g - m1 - xh * m2);
+            }
+        }
+    }
+}
+
+vectorised! {
+    /// Softmax of each row of `p` (rows of `n`) in place.
+    fn softmax_rows<'a>(p: &'a mut [f32], n: usize) {
+        for row in p.chunks_exact_mut(n) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            for x in row.iter_mut() {
+                *x = super::act::exp(*x - max);
+            }
+            let sum = row.iter().fold(0.0f32, |s, &x| s + x);
+            for x in row.iter_mut() {
+                *x /= sum;
+            }
+        }
+    }
+}
+
+vectorised! {
+    /// The softmax backward pass on each row (rows of `n`) of the weights' gradient `ds`, in place:
+    /// ds = p (ds - rowsum(ds p)) * scale.
+    fn softmax_grad_rows<'a>(ds: &'a mut [f32], p: &'a [f32], n: usize, scale: f32) {
+        for (dsr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
+            let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+            for (x, &pv) in dsr.iter_mut().zip(pr) {
+                *x = pv * (*x - dot) * scale;
+            }
+        }
+    }
 }
 
 /// Layer norm of each row of `x` (`[rows, width]`) as one op: (x - mean) / sqrt(var + eps) *
@@ -188,63 +325,33 @@ pub fn layer_norm<T: Tape<f32, Dev>>(
     let (rows, width) = *x.shape();
     let dev = x.device().clone();
     let (x, mut tape) = x.split_tape();
-    let (g, b) = (gamma.as_vec(), beta.as_vec());
-    // x becomes x_hat in place; rstd = 1 / sqrt(var + eps) per row.
-    let mut xhat = x.as_vec();
+    let (g, b) = (host_values(gamma), host_values(beta));
+    // x becomes x_hat in place; rstd = 1 / sqrt(var + eps) per row. Tasks of whole rows.
+    let task = (CHUNK / width).max(1);
+    let mut xhat = host_values(&x);
     let mut rstd = vec![0.0f32; rows];
-    xhat.par_chunks_mut(width)
-        .zip(rstd.par_iter_mut())
-        .for_each(|(r, s)| {
-            let mean = r.iter().sum::<f32>() / width as f32;
-            let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width as f32;
-            *s = 1.0 / (var + eps).sqrt();
-            for v in r.iter_mut() {
-                *v = (*v - mean) * *s;
-            }
-        });
+    xhat.par_chunks_mut(task * width)
+        .zip(rstd.par_chunks_mut(task))
+        .for_each(|(x, rstd)| normalise_rows(x, rstd, eps));
     let mut y = vec![0.0f32; rows * width];
-    y.par_chunks_mut(width)
-        .zip(xhat.par_chunks(width))
-        .for_each(|(y, xh)| {
-            for i in 0..width {
-                y[i] = xh[i] * g[i] + b[i];
-            }
-        });
+    y.par_chunks_mut(task * width)
+        .zip(xhat.par_chunks(task * width))
+        .for_each(|(y, xh)| scale_shift_rows(y, xh, &g, &b));
     let out = dev.tensor_from_vec(y, (rows, width));
     if T::OWNS_TAPE {
         let (x_g, g_g, b_g, out_g) = (x.ghost(), gamma.ghost(), beta.ghost(), out.ghost());
         tape.add_backward_op(move |grads| {
             let dy = std::mem::take(&mut **grads.get_or_alloc_mut(&out_g)?);
-            let gg = grads.get_or_alloc_mut(&g_g)?;
-            for (dy, xh) in dy.chunks_exact(width).zip(xhat.chunks_exact(width)) {
-                for i in 0..width {
-                    gg[i] += dy[i] * xh[i];
-                }
-            }
-            let gb = grads.get_or_alloc_mut(&b_g)?;
-            for dy in dy.chunks_exact(width) {
-                for i in 0..width {
-                    gb[i] += dy[i];
-                }
-            }
-            // dx = rstd (dxh - mean(dxh) - xh mean(dxh xh)), dxh = dy * gamma.
+            add_row_products(grads.get_or_alloc_mut(&g_g)?, &dy, &xhat);
+            add_rows(grads.get_or_alloc_mut(&b_g)?, &dy);
             let gx = grads.get_or_alloc_mut(&x_g)?;
-            gx.par_chunks_mut(width)
-                .zip(dy.par_chunks(width).zip(xhat.par_chunks(width)))
-                .zip(rstd.par_iter())
-                .for_each(|((gx, (dy, xh)), &s)| {
-                    let n = width as f32;
-                    let (mut m1, mut m2) = (0.0f32, 0.0f32);
-                    for i in 0..width {
-                        let d = dy[i] * g[i];
-                        m1 += d;
-                        m2 += d * xh[i];
-                    }
-                    let (m1, m2) = (m1 / n, m2 / n);
-                    for i in 0..width {
-                        gx[i] += s * (dy[i] * g[i] - m1 - xh[i] * m2);
-                    }
-                });
+            gx.par_chunks_mut(task * width)
+                .zip(
+                    dy.par_chunks(task * width)
+                        .zip(xhat.par_chunks(task * width)),
+                )
+                .zip(rstd.par_chunks(task))
+                .for_each(|((gx, (dy, xh)), rstd)| layer_norm_dx(gx, dy, xh, rstd, &g));
             Ok(())
         });
     }
@@ -324,7 +431,7 @@ pub fn attention<T: Tape<f32, Dev>>(
     let (k, tk) = k.split_tape();
     let (v, tv) = v.split_tape();
     let mut tape = tq.merge(tk).merge(tv);
-    let (qh, kh, vh) = (q.as_vec(), k.as_vec(), v.as_vec());
+    let (qh, kh, vh) = (host_values(&q), host_values(&k), host_values(&v));
     let mut probs = vec![0.0f32; tasks * n * n];
     let mut out = vec![0.0f32; rows * width];
     let o_ptr = Shared(out.as_mut_ptr());
@@ -349,17 +456,7 @@ pub fn attention<T: Tape<f32, Dev>>(
                     (kh.as_ptr().add(at), 1, width),
                 );
             }
-            for row in p.chunks_exact_mut(n) {
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let mut sum = 0.0;
-                for x in row.iter_mut() {
-                    *x = super::act::exp(*x - max);
-                    sum += *x;
-                }
-                for x in row.iter_mut() {
-                    *x /= sum;
-                }
-            }
+            softmax_rows(p, n);
             unsafe {
                 small_matmul(
                     (n, d, n),
@@ -410,12 +507,7 @@ pub fn attention<T: Tape<f32, Dev>>(
                     );
                 }
                 // dS = P (dP - rowsum(dP P)), then the scale of S.
-                for (dsr, pr) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-                    let dot: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
-                    for (x, &pv) in dsr.iter_mut().zip(pr) {
-                        *x = pv * (*x - dot) * scale;
-                    }
-                }
+                softmax_grad_rows(&mut ds, p, n, scale);
                 unsafe {
                     // dQ += dS K, dK += dS^T Q
                     small_matmul(

@@ -18,6 +18,7 @@ pub mod dense;
 mod fused;
 mod optimiser;
 pub mod params;
+mod simd;
 pub mod trainable;
 pub mod transformer;
 pub mod vnet;

@@ -96,16 +96,15 @@ impl Block {
     }
 
     fn forward<T: Tape<f32, Dev>>(&self, x: Rows<T>, tokens: usize) -> Rows<T> {
+        // Each residual is added by the fused op of the branch's last layer.
         let (x, tape) = x.split_tape();
-        let x = self
-            .attn
-            .forward(self.ln1.forward(x.clone().put_tape(tape)), tokens)
-            + x;
+        let ln = self.ln1.forward(x.clone().put_tape(tape));
+        let x = self.attn.forward(ln, tokens, Some(x.retaped::<T>()));
         let (x, tape) = x.split_tape();
-        let h = self
-            .ff1
-            .forward_act(self.ln2.forward(x.clone().put_tape(tape)), Act::Gelu, None);
-        self.ff2.forward_act(h, Act::Identity, None) + x
+        let ln = self.ln2.forward(x.clone().put_tape(tape));
+        let h = self.ff1.forward_act(ln, Act::Gelu, None);
+        self.ff2
+            .forward_act(h, Act::Identity, Some(x.retaped::<T>()))
     }
 
     fn each_param(&self, p: &str, f: &mut dyn FnMut(&str, &dyn Param)) {

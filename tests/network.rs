@@ -92,7 +92,7 @@ fn attention_and_layer_norm_match_dfdx_modules() {
     let x: Tensor<(usize, usize, Const<8>), f32, Dev> = dev.sample_normal_like(&(b, n, Const));
     let want = mha.forward(x.clone()).as_vec();
     let rows: T2 = dev.tensor_from_vec(x.as_vec(), (b * n, 8));
-    let got = att.forward(rows.clone(), n).as_vec();
+    let got = att.forward(rows.clone(), n, None).as_vec();
     assert!(
         rel(&got, &want) < 1e-5,
         "attention differs by {}",
@@ -156,12 +156,17 @@ fn fused_attention_matches_dfdx_ops_in_values_and_gradients() {
         let att = Attention::new(&dev, width, heads, true);
         let x: T2 = dev.sample_normal_like(&(b * n, width));
         let r: T2 = dev.sample_normal_like(&(b * n, width));
+        // With the residual x added by the output projection, as the uvit's blocks use it: dx
+        // then holds both paths' gradients.
         let run = |fused: bool| {
             let xt = x.clone().traced(Gradients::leaky());
+            let (xs, tape) = xt.split_tape();
+            let residual = Some(xs.clone().retaped::<OwnedTape<f32, _>>());
+            let xt = xs.put_tape(tape);
             let y = if fused {
-                att.forward(xt, n)
+                att.forward(xt, n, residual)
             } else {
-                att.forward_ops(xt, n)
+                att.forward_ops(xt, n, residual)
             };
             let values = y.retaped::<NoneTape>().as_vec();
             let g = (y * r.clone()).sum().backward();

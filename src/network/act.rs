@@ -50,10 +50,11 @@ impl Act {
     }
 }
 
-// The loops over a layer's values, one per activation (the `match` outside the loop, so each
+// The loops over a layer's values (the fused CPU op's), one per activation (the `match` outside the loop, so each
 // loop is straight-line code that vectorises).
 vectorised! {
     /// y, aux = act.forward(p) for each value.
+    #[cfg(not(feature = "cuda"))]
     pub fn forward_keep<'a>(act: Act, p: &'a [f32], y: &'a mut [f32], aux: &'a mut [f32]) {
         match act {
             Act::Identity => y.copy_from_slice(p),
@@ -73,6 +74,7 @@ vectorised! {
 
 vectorised! {
     /// p = act.forward(p).0 for each value.
+    #[cfg(not(feature = "cuda"))]
     pub fn forward_in_place<'a>(act: Act, p: &'a mut [f32]) {
         match act {
             Act::Identity => {}
@@ -84,6 +86,7 @@ vectorised! {
 
 vectorised! {
     /// g *= act.derivative(p, aux) for each value.
+    #[cfg(not(feature = "cuda"))]
     pub fn backward<'a>(act: Act, g: &'a mut [f32], p: &'a [f32], aux: &'a [f32]) {
         match act {
             Act::Identity => {}
@@ -135,11 +138,11 @@ pub fn exp(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::Act;
-
     /// The vectorised loops give the scalar maths' numbers bit for bit.
+    #[cfg(not(feature = "cuda"))]
     #[test]
     fn vectorised_loops_equal_the_scalar_maths() {
+        use super::Act;
         let p: Vec<f32> = (0..1037).map(|i| (i as f32 - 500.0) * 0.031).collect();
         for act in [Act::Identity, Act::Silu, Act::Gelu] {
             let (mut y, mut aux) = (vec![0.0; p.len()], vec![0.0; p.len()]);

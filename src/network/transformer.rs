@@ -83,10 +83,16 @@ impl Attention {
         }
     }
 
-    /// Self-attention of `x` (`[batch * tokens, width]`) within each example's `tokens` rows:
-    /// on the CPU the heads are one fused op ([`super::fused::attention`]), elsewhere (CUDA)
-    /// dfdx's ops ([`Self::forward_ops`]).
-    pub fn forward<T: Tape<f32, Dev>>(&self, x: Rows<T>, tokens: usize) -> Rows<T> {
+    /// Self-attention of `x` (`[batch * tokens, width]`) within each example's `tokens` rows,
+    /// plus `residual` if given (added by the output projection's fused op, which saves a pass
+    /// and a tensor over adding it after): on the CPU the heads are one fused op
+    /// ([`super::fused::attention`]), elsewhere (CUDA) dfdx's ops ([`Self::forward_ops`]).
+    pub fn forward<T: Tape<f32, Dev>>(
+        &self,
+        x: Rows<T>,
+        tokens: usize,
+        residual: Option<Rows<T>>,
+    ) -> Rows<T> {
         #[cfg(not(feature = "cuda"))]
         {
             let (x, tape) = x.split_tape();
@@ -98,14 +104,19 @@ impl Attention {
                 .forward_act(x.clone().retaped::<T>(), Act::Identity, None);
             let q = self.w_q.forward_act(x.put_tape(tape), Act::Identity, None);
             let out = super::fused::attention(q, k, v, tokens, self.heads);
-            self.w_o.forward_act(out, Act::Identity, None)
+            self.w_o.forward_act(out, Act::Identity, residual)
         }
         #[cfg(feature = "cuda")]
-        self.forward_ops(x, tokens)
+        self.forward_ops(x, tokens, residual)
     }
 
     /// The same from dfdx's ops (`MultiHeadAttention`'s), on any device.
-    pub fn forward_ops<T: Tape<f32, Dev>>(&self, x: Rows<T>, tokens: usize) -> Rows<T> {
+    pub fn forward_ops<T: Tape<f32, Dev>>(
+        &self,
+        x: Rows<T>,
+        tokens: usize,
+        residual: Option<Rows<T>>,
+    ) -> Rows<T> {
         let (rows, width) = *x.shape();
         let (b, h, d) = (rows / tokens, self.heads, width / self.heads);
         // The tape runs through q; k and v record on their own tapes, merged by the products.
@@ -131,7 +142,7 @@ impl Attention {
             .matmul(v)
             .permute::<_, Axes4<0, 2, 1, 3>>()
             .reshape_like(&(rows, width));
-        self.w_o.forward_act(out, Act::Identity, None)
+        self.w_o.forward_act(out, Act::Identity, residual)
     }
 
     pub fn each_param(&self, prefix: &str, f: &mut dyn FnMut(&str, &dyn Param)) {

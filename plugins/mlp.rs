@@ -96,10 +96,11 @@ impl VNet for MlpNet {
         // One tape runs through every parameter use: cond first, then z.
         let (z, tape) = z.split_tape();
         let cond = cond.realize::<(usize, usize)>().put_tape(tape);
-        let c = self.cond.forward_act(cond, Act::Identity, None);
+        // cond and z are the network's inputs: their own gradients are never read.
+        let c = self.cond.forward_input(cond, Act::Identity, None);
         let mut h = self
             .input
-            .forward_act(z.put_tape(T::default()), Act::Silu, Some(c));
+            .forward_input(z.put_tape(T::default()), Act::Silu, Some(c));
         for layer in &self.hidden {
             h = layer.forward_act(h, Act::Silu, None);
         }

@@ -230,7 +230,8 @@ impl VNet for UVitNet {
         // One tape through every parameter use: the conditioning first, then the image.
         let (z, tape) = z.split_tape();
         let cond = cond.realize::<(usize, usize)>().put_tape(tape);
-        let c_emb = self.cond.0.forward_act(cond, Act::Identity, None);
+        // cond and the patches of z are the network's inputs: their own gradients are never read.
+        let c_emb = self.cond.0.forward_input(cond, Act::Identity, None);
         let c_emb = self.cond.1.forward_act(silu(c_emb), Act::Identity, None);
         let (c_emb, tape) = c_emb.split_tape();
         // [b, C*H*W] -> [b, C, gh, ps, gw, ps] -> [b, gh, gw, C, ps, ps] -> [b*n, C*ps*ps]
@@ -240,7 +241,7 @@ impl VNet for UVitNet {
             .permute::<_, Axes6<0, 2, 4, 1, 3, 5>>()
             .reshape_like(&(b * n, d.patch_values()));
         let shape = (b, n, w);
-        let h = self.embed.forward_act(patches, Act::Identity, None);
+        let h = self.embed.forward_input(patches, Act::Identity, None);
         let h = h.reshape_like(&shape)
             + self.pos.retaped::<T>().broadcast_like::<_, Axis<0>>(&shape)
             + c_emb.broadcast_like::<_, Axis<1>>(&shape);

@@ -18,17 +18,25 @@ fn rel(a: &[f32], b: &[f32]) -> f32 {
         / scale
 }
 
+/// How a dense layer is run: its fused op, its fused op as a network input, or dfdx's ops.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Fused,
+    FusedInput,
+    Ops,
+}
+
 /// y, and the gradients of sum(y * r) w.r.t. W, b, x and the addend, by one path.
-fn run(layer: &Dense, x: &T2, extra: Option<&T2>, r: &T2, act: Act, fused: bool) -> [Vec<f32>; 5] {
+fn run(layer: &Dense, x: &T2, extra: Option<&T2>, r: &T2, act: Act, path: Path) -> [Vec<f32>; 5] {
     let grads = Gradients::leaky();
     let xt = x.clone().traced(grads);
     let (xt, tape) = xt.split_tape();
     let et = extra.map(|e| e.clone().put_tape(Default::default()));
     let xt = xt.put_tape(tape);
-    let y = if fused {
-        layer.forward_act(xt, act, et)
-    } else {
-        layer.forward_ops(xt, act, et)
+    let y = match path {
+        Path::Fused => layer.forward_act(xt, act, et),
+        Path::FusedInput => layer.forward_input(xt, act, et),
+        Path::Ops => layer.forward_ops(xt, act, et),
     };
     let values = y.retaped::<NoneTape>().as_vec();
     let g = (y * r.clone()).sum().backward();
@@ -36,7 +44,12 @@ fn run(layer: &Dense, x: &T2, extra: Option<&T2>, r: &T2, act: Act, fused: bool)
         values,
         g.get(&layer.weight).as_vec(),
         g.get(&layer.bias).as_vec(),
-        g.get(x).as_vec(),
+        // forward_input leaves x without a gradient buffer (dfdx's `get` would panic).
+        if path == Path::FusedInput {
+            vec![]
+        } else {
+            g.get(x).as_vec()
+        },
         extra.map_or(vec![], |e| g.get(e).as_vec()),
     ]
 }
@@ -57,8 +70,8 @@ fn fused_dense_matches_dfdx_ops_in_values_and_gradients() {
         let e: T2 = dev.sample_normal_like(&(rows, outputs));
         let r: T2 = dev.sample_normal_like(&(rows, outputs));
         let extra = with_extra.then_some(&e);
-        let fused = run(&layer, &x, extra, &r, act, true);
-        let ops = run(&layer, &x, extra, &r, act, false);
+        let fused = run(&layer, &x, extra, &r, act, Path::Fused);
+        let ops = run(&layer, &x, extra, &r, act, Path::Ops);
         for (what, (a, b)) in ["y", "dW", "db", "dx", "d extra"]
             .iter()
             .zip(fused.iter().zip(&ops))
@@ -68,6 +81,12 @@ fn fused_dense_matches_dfdx_ops_in_values_and_gradients() {
                 "{rows}x{inputs}->{outputs} {act:?}: {what} differs by {}",
                 rel(a, b)
             );
+        }
+        // As a network input: the same values and parameter gradients bit for bit, and no
+        // gradient computed for x.
+        let input = run(&layer, &x, extra, &r, act, Path::FusedInput);
+        for k in [0, 1, 2, 4] {
+            assert_eq!(input[k], fused[k], "{rows}x{inputs}->{outputs}: part {k}");
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `expf`/`tanhf` were 4% of an mlp step and 23% of a uvit step).
 
 use super::simd::vectorised;
+use std::mem::MaybeUninit;
 
 /// A layer's activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,19 +54,23 @@ impl Act {
 // The loops over a layer's values (the fused CPU op's), one per activation (the `match` outside the loop, so each
 // loop is straight-line code that vectorises).
 vectorised! {
-    /// y, aux = act.forward(p) for each value.
+    /// y = act.forward(p).0 for each value, into `y`'s uninitialised memory.
     #[cfg(not(feature = "cuda"))]
-    pub fn forward_keep<'a>(act: Act, p: &'a [f32], y: &'a mut [f32], aux: &'a mut [f32]) {
+    pub fn forward_into<'a>(act: Act, p: &'a [f32], y: &'a mut [MaybeUninit<f32>]) {
         match act {
-            Act::Identity => y.copy_from_slice(p),
+            Act::Identity => {
+                for (y, &p) in y.iter_mut().zip(p) {
+                    y.write(p);
+                }
+            }
             Act::Silu => {
-                for ((y, a), &p) in y.iter_mut().zip(aux).zip(p) {
-                    (*y, *a) = Act::Silu.forward(p);
+                for (y, &p) in y.iter_mut().zip(p) {
+                    y.write(Act::Silu.forward(p).0);
                 }
             }
             Act::Gelu => {
-                for ((y, a), &p) in y.iter_mut().zip(aux).zip(p) {
-                    (*y, *a) = Act::Gelu.forward(p);
+                for (y, &p) in y.iter_mut().zip(p) {
+                    y.write(Act::Gelu.forward(p).0);
                 }
             }
         }
@@ -85,19 +90,21 @@ vectorised! {
 }
 
 vectorised! {
-    /// g *= act.derivative(p, aux) for each value.
+    /// g *= act.derivative(p, aux) for each value, with aux = act.forward(p).1 computed again:
+    /// cheaper than keeping it (a buffer written in the forward pass, read in the backward pass)
+    /// and the same bits.
     #[cfg(not(feature = "cuda"))]
-    pub fn backward<'a>(act: Act, g: &'a mut [f32], p: &'a [f32], aux: &'a [f32]) {
+    pub fn backward<'a>(act: Act, g: &'a mut [f32], p: &'a [f32]) {
         match act {
             Act::Identity => {}
             Act::Silu => {
-                for ((g, &p), &a) in g.iter_mut().zip(p).zip(aux) {
-                    *g *= Act::Silu.derivative(p, a);
+                for (g, &p) in g.iter_mut().zip(p) {
+                    *g *= Act::Silu.derivative(p, Act::Silu.forward(p).1);
                 }
             }
             Act::Gelu => {
-                for ((g, &p), &a) in g.iter_mut().zip(p).zip(aux) {
-                    *g *= Act::Gelu.derivative(p, a);
+                for (g, &p) in g.iter_mut().zip(p) {
+                    *g *= Act::Gelu.derivative(p, Act::Gelu.forward(p).1);
                 }
             }
         }
@@ -145,12 +152,14 @@ mod tests {
         use super::Act;
         let p: Vec<f32> = (0..1037).map(|i| (i as f32 - 500.0) * 0.031).collect();
         for act in [Act::Identity, Act::Silu, Act::Gelu] {
-            let (mut y, mut aux) = (vec![0.0; p.len()], vec![0.0; p.len()]);
-            super::forward_keep(act, &p, &mut y, &mut aux);
+            let mut y = vec![std::mem::MaybeUninit::new(f32::NAN); p.len()];
+            super::forward_into(act, &p, &mut y);
+            // SAFETY: initialised above (and every value written by forward_into).
+            let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
             let mut in_place = p.clone();
             super::forward_in_place(act, &mut in_place);
             let mut g: Vec<f32> = p.iter().map(|v| 1.0 - v).collect();
-            super::backward(act, &mut g, &p, &aux);
+            super::backward(act, &mut g, &p);
             for i in 0..p.len() {
                 let (yi, ai) = act.forward(p[i]);
                 assert_eq!(y[i].to_bits(), yi.to_bits(), "{act:?} forward at {i}");
@@ -159,9 +168,6 @@ mod tests {
                     yi.to_bits(),
                     "{act:?} in place at {i}"
                 );
-                if act != Act::Identity {
-                    assert_eq!(aux[i].to_bits(), ai.to_bits(), "{act:?} aux at {i}");
-                }
                 let gi = (1.0 - p[i]) * act.derivative(p[i], ai);
                 assert_eq!(g[i].to_bits(), gi.to_bits(), "{act:?} backward at {i}");
             }

@@ -65,7 +65,23 @@ impl Dense {
         extra: Option<Tensor<(usize, usize), f32, Dev, T>>,
     ) -> Tensor<(usize, usize), f32, Dev, T> {
         #[cfg(not(feature = "cuda"))]
-        return super::fused::forward(&self.weight, &self.bias, x, act, extra);
+        return super::fused::forward(&self.weight, &self.bias, x, act, extra, true);
+        #[cfg(feature = "cuda")]
+        return self.forward_ops(x, act, extra);
+    }
+
+    /// [`Self::forward_act`] for a layer whose `x` is an input of the network (the noisy data, the
+    /// conditioning features), whose gradient nobody reads: the fused CPU op skips computing it
+    /// (a product as large as the layer's forward pass). The gradients of W, b and `extra` are as
+    /// from `forward_act`; on the CPU `x` gets no gradient buffer at all.
+    pub fn forward_input<T: Tape<f32, Dev>>(
+        &self,
+        x: Tensor<(usize, usize), f32, Dev, T>,
+        act: Act,
+        extra: Option<Tensor<(usize, usize), f32, Dev, T>>,
+    ) -> Tensor<(usize, usize), f32, Dev, T> {
+        #[cfg(not(feature = "cuda"))]
+        return super::fused::forward(&self.weight, &self.bias, x, act, extra, false);
         #[cfg(feature = "cuda")]
         return self.forward_ops(x, act, extra);
     }

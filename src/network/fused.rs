@@ -9,6 +9,7 @@ use super::simd::vectorised;
 use crate::tensor::Dev;
 use dfdx::prelude::*;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Elements per parallel task of the elementwise passes.
 const CHUNK: usize = 1 << 14;
@@ -269,11 +270,11 @@ vectorised! {
 }
 
 vectorised! {
-    /// y = xh * g + b on each row (rows of `g.len()`).
-    fn scale_shift_rows<'a>(y: &'a mut [f32], xh: &'a [f32], g: &'a [f32], b: &'a [f32]) {
+    /// y = xh * g + b on each row (rows of `g.len()`), into `y`'s uninitialised memory.
+    fn scale_shift_rows<'a>(y: &'a mut [MaybeUninit<f32>], xh: &'a [f32], g: &'a [f32], b: &'a [f32]) {
         for (y, xh) in y.chunks_exact_mut(g.len()).zip(xh.chunks_exact(g.len())) {
             for (((y, &x), &g), &b) in y.iter_mut().zip(xh).zip(g).zip(b) {
-                *y = x * g + b;
+                y.write(x * g + b);
             }
         }
     }
@@ -360,10 +361,14 @@ pub fn layer_norm<T: Tape<f32, Dev>>(
     xhat.par_chunks_mut(task * width)
         .zip(rstd.par_chunks_mut(task))
         .for_each(|(x, rstd)| normalise_rows(x, rstd, eps));
-    let mut y = vec![0.0f32; rows * width];
-    y.par_chunks_mut(task * width)
+    let n = rows * width;
+    let mut y = Vec::with_capacity(n);
+    y.spare_capacity_mut()[..n]
+        .par_chunks_mut(task * width)
         .zip(xhat.par_chunks(task * width))
         .for_each(|(y, xh)| scale_shift_rows(y, xh, &g, &b));
+    // SAFETY: the tasks cover all n values and scale_shift_rows writes each one.
+    unsafe { y.set_len(n) };
     let out = dev.tensor_from_vec(y, (rows, width));
     if T::OWNS_TAPE {
         let (x_g, g_g, b_g, out_g) = (x.ghost(), gamma.ghost(), beta.ghost(), out.ghost());
@@ -460,7 +465,8 @@ pub fn attention<T: Tape<f32, Dev>>(
     let mut tape = tq.merge(tk).merge(tv);
     let (qh, kh, vh) = (host_values(&q), host_values(&k), host_values(&v));
     let mut probs = vec![0.0f32; tasks * n * n];
-    let mut out = vec![0.0f32; rows * width];
+    // Written block by block by the tasks below, without zeroing first.
+    let mut out: Vec<f32> = Vec::with_capacity(rows * width);
     let o_ptr = Shared(out.as_mut_ptr());
     // Task (e, h): rows e*n.., columns h*d..; its weights are probs[task*n*n..].
     probs
@@ -496,6 +502,9 @@ pub fn attention<T: Tape<f32, Dev>>(
                 );
             }
         });
+    // SAFETY: the (example, head) tasks tile all rows x width values and each product wrote its
+    // block without reading it (no accumulation).
+    unsafe { out.set_len(rows * width) };
     let result = dev.tensor_from_vec(out, (rows, width));
     if T::OWNS_TAPE {
         let (q_g, k_g, v_g, out_g) = (q.ghost(), k.ghost(), v.ghost(), result.ghost());

@@ -153,6 +153,5 @@ pub(super) fn truncate_log(path: &Path, step: u64) -> Result<()> {
         .filter(|l| serde_json::from_str::<LogLine>(l).is_ok_and(|l| l.step <= step))
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(path, kept)?;
-    Ok(())
+    crate::output::write_bytes(path, kept.as_bytes())
 }

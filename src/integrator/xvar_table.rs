@@ -82,7 +82,7 @@ impl XVarTable {
         seed: u64,
         chunk: usize,
     ) -> Result<Self> {
-        if dim == 0 || x.is_empty() || x.len() % dim != 0 {
+        if dim == 0 || x.is_empty() || !x.len().is_multiple_of(dim) {
             bail!(
                 "calibration needs whole rows of {dim} values (got {})",
                 x.len()

@@ -4,7 +4,7 @@
 //! rand's `StdRng` documents that its algorithm may change between rand versions; a named
 //! generator does not. ChaCha12 is what rand 0.8's `StdRng` is, with the same seeding, so every
 //! stream (and every seeded file written before the switch) stayed bit-identical;
-//! `tests/seed.rs` holds the two side by side. Noise drawn on the device (sampling's starting
+//! `tests/files.rs` holds the two side by side. Noise drawn on the device (sampling's starting
 //! noise and a network's initial weights) comes from dfdx's own generator instead.
 
 use rand::SeedableRng;

@@ -3,12 +3,12 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use fewstep::data::{DataArray, Mixture};
 use fewstep::metrics::{evaluate, fd};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use fewstep::seed::seeded;
+use rand::Rng;
 use rand_distr::StandardNormal;
 
 fn normal(n: usize, d: usize, seed: u64) -> DataArray {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = seeded(seed);
     let values = (0..n * d)
         .map(|_| rng.sample::<f32, _>(StandardNormal))
         .collect();

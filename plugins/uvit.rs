@@ -301,11 +301,11 @@ impl UVit {
                 format!("patch {patch} must divide the image's {height}x{width_px}"),
             ),
             (
-                heads == 0 || width % heads != 0,
+                heads == 0 || !width.is_multiple_of(heads),
                 format!("width {width} must be a positive multiple of heads {heads}"),
             ),
             (
-                depth % 2 == 0,
+                depth.is_multiple_of(2),
                 format!("depth {depth} must be odd (blocks before and after a middle one)"),
             ),
             (ratio == 0, "mlp_ratio must be at least 1".to_string()),

@@ -23,3 +23,12 @@ if ! command -v cargo >/dev/null 2>&1; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 # The hdf5 crate finds Debian's libhdf5-dev (in hdf5/serial) through pkg-config.
+
+# cargo-deny, for scripts/test.sh's dependency checks (deny.toml): installed on first use only,
+# so scripts/main.sh does not pay for it. 0.20.2 needs Rust 1.88 to build (the toolchain, not
+# fewstep's rust-version); compiling it takes about 4 minutes of CPU.
+ensure_cargo_deny() {
+  command -v cargo-deny >/dev/null 2>&1 && return 0
+  echo "setup: installing cargo-deny 0.20.2 (cargo install, a few minutes)" >&2
+  cargo install cargo-deny --version 0.20.2 --locked --quiet >&2
+}

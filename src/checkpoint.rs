@@ -1,13 +1,13 @@
 //! Checkpoints: one safetensors file per save holding every part of a network's state (weights,
 //! EMA, AdamW moments) with metadata — the resolved run config (TOML), the step, the data row
 //! shape and the network's description. Files are `ckpt-<step>.safetensors` in the run folder,
-//! written to a temporary file and renamed into place, so a crash never leaves a torn file.
+//! written atomically ([`crate::output`]), so a crash never leaves a torn file.
 
 use crate::tensor::{HostTensor, StateDict};
 use anyhow::{anyhow, bail, Context, Result};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, Metadata, SafeTensors, TensorView};
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Written to every checkpoint's metadata as `format`.
@@ -71,53 +71,32 @@ pub fn save(dir: &Path, meta: &Meta, state: &StateDict) -> Result<PathBuf> {
     let data = safetensors::serialize(views, &Some(info))
         .map_err(|e| anyhow!("cannot serialise checkpoint: {e:?}"))?;
     let path = dir.join(file_name(meta.step));
-    let tmp = dir.join(format!(".{}.tmp", file_name(meta.step)));
-    {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(&data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
+    crate::output::write_bytes(&path, &data)?;
     Ok(path)
 }
 
 /// Reads a checkpoint, keeping only tensors whose part (the name up to the first `.`) is in
-/// `parts` (e.g. `["ema"]` to sample).
+/// `parts` (e.g. `["ema"]` to sample). With no parts it reads only the header (the metadata),
+/// not the tensors.
 pub fn load(path: &Path, parts: &[&str]) -> Result<Checkpoint> {
-    let buf = std::fs::read(path)
-        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
     let bad = |e: safetensors::SafeTensorError| {
         anyhow!(
             "{} is not a readable safetensors checkpoint: {e:?}",
             path.display()
         )
     };
-    let (_, header) = SafeTensors::read_metadata(&buf).map_err(bad)?;
-    let info = header.metadata().clone().unwrap_or_default();
-    let field = |k: &str| {
-        info.get(k).cloned().ok_or_else(|| {
-            anyhow!(
-                "{} has no `{k}` in its metadata: not a fewstep checkpoint ({FORMAT})",
-                path.display()
-            )
-        })
-    };
-    if field("format")? != FORMAT {
-        bail!(
-            "{}: checkpoint format `{}`, this build reads `{FORMAT}`",
-            path.display(),
-            field("format")?
-        );
+    if parts.is_empty() {
+        let header = read_header(path)?;
+        return Ok(Checkpoint {
+            path: path.to_path_buf(),
+            meta: meta_of(path, &header)?,
+            state: StateDict::new(),
+        });
     }
-    let meta = Meta {
-        step: field("step")?.parse().context("metadata `step`")?,
-        config: field("config")?,
-        row_shape: serde_json::from_str(&field("row_shape")?).context("metadata `row_shape`")?,
-        network: field("network")?,
-        student_steps: info.get("student_steps").and_then(|s| s.parse().ok()),
-    };
+    let buf = std::fs::read(path)
+        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&buf).map_err(bad)?;
+    let meta = meta_of(path, &header)?;
     let tensors = SafeTensors::deserialize(&buf).map_err(bad)?;
     let mut state = StateDict::new();
     for (name, view) in tensors.tensors() {
@@ -144,6 +123,74 @@ pub fn load(path: &Path, parts: &[&str]) -> Result<Checkpoint> {
         path: path.to_path_buf(),
         meta,
         state,
+    })
+}
+
+/// The safetensors header of `path` (8-byte little-endian length, then that much JSON), read
+/// without the tensor data; the file must be as long as the header says.
+fn read_header(path: &Path) -> Result<Metadata> {
+    let cannot = || format!("cannot read checkpoint {}", path.display());
+    let mut f = std::fs::File::open(path).with_context(cannot)?;
+    let file_len = f.metadata().with_context(cannot)?.len();
+    let not_safetensors = |why: &str| {
+        anyhow!(
+            "{} is not a readable safetensors checkpoint: {why}",
+            path.display()
+        )
+    };
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| not_safetensors("shorter than its 8-byte header length"))?;
+    let n = u64::from_le_bytes(len);
+    // safetensors' own bound on the header (100 MB).
+    if n > 100_000_000 || 8 + n > file_len {
+        return Err(not_safetensors(&format!(
+            "header length {n} does not fit the file ({file_len} bytes)"
+        )));
+    }
+    let mut json = vec![0u8; n as usize];
+    f.read_exact(&mut json).with_context(cannot)?;
+    let header: Metadata =
+        serde_json::from_slice(&json).map_err(|e| not_safetensors(&format!("bad header: {e}")))?;
+    let data_len = header
+        .tensors()
+        .values()
+        .map(|t| t.data_offsets.1 as u64)
+        .max()
+        .unwrap_or(0);
+    if 8 + n + data_len != file_len {
+        return Err(not_safetensors(&format!(
+            "the header describes {} bytes, the file has {file_len} (truncated?)",
+            8 + n + data_len
+        )));
+    }
+    Ok(header)
+}
+
+/// The fewstep metadata of a checkpoint's header.
+fn meta_of(path: &Path, header: &Metadata) -> Result<Meta> {
+    let info = header.metadata().clone().unwrap_or_default();
+    let field = |k: &str| {
+        info.get(k).cloned().ok_or_else(|| {
+            anyhow!(
+                "{} has no `{k}` in its metadata: not a fewstep checkpoint ({FORMAT})",
+                path.display()
+            )
+        })
+    };
+    if field("format")? != FORMAT {
+        bail!(
+            "{}: checkpoint format `{}`, this build reads `{FORMAT}`",
+            path.display(),
+            field("format")?
+        );
+    }
+    Ok(Meta {
+        step: field("step")?.parse().context("metadata `step`")?,
+        config: field("config")?,
+        row_shape: serde_json::from_str(&field("row_shape")?).context("metadata `row_shape`")?,
+        network: field("network")?,
+        student_steps: info.get("student_steps").and_then(|s| s.parse().ok()),
     })
 }
 

@@ -17,6 +17,7 @@ pub mod integrator;
 pub mod metrics;
 pub mod network;
 pub mod objective;
+pub mod output;
 pub mod plot;
 pub mod progress;
 pub mod registry;
@@ -26,6 +27,7 @@ pub mod run;
 pub mod sampling;
 pub mod schedule;
 pub mod schema;
+pub mod seed;
 pub mod tensor;
 pub mod train;
 

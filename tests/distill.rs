@@ -19,9 +19,8 @@ use fewstep::plugins::gmm::GmmDenoiser;
 use fewstep::plugins::multistep_consistency::Multistep;
 use fewstep::plugins::progressive::Progressive;
 use fewstep::schedule::Schedule;
+use fewstep::seed::seeded;
 use fewstep::tensor::{batch_from_vec, normal, seeded_device, Batch, Dev};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::FRAC_PI_2;
 
@@ -183,7 +182,7 @@ struct Setup<'a> {
 
 impl Setup<'_> {
     fn run<R>(&self, seed: u64, iteration: u64, f: impl FnOnce(&mut ObjectiveCtx) -> R) -> R {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = seeded(seed);
         let mut ctx = ObjectiveCtx::new(
             self.dev,
             self.sch,
@@ -288,7 +287,7 @@ fn annealed_teacher_steps_and_grid_bookkeeping() {
     }
     assert_eq!(grid.times(Slot { step: 3, n_rel: 5 }).0, 1.0);
     assert_eq!(grid.times(Slot { step: 0, n_rel: 1 }), (0.05, 0.0, 0.0));
-    let mut rng = StdRng::seed_from_u64(3);
+    let mut rng = seeded(3);
     let mut seen = [[0usize; 5]; 4];
     for _ in 0..4000 {
         let slot = grid.random_slot(&mut rng);

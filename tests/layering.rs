@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 /// The core modules, bottom layer first. A module may import modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["config", "registry", "progress", "report", "schedule"],
+    &[
+        "config", "registry", "progress", "report", "schedule", "output", "seed",
+    ],
     &["data"],
     &["tensor", "metrics"],
     &["checkpoint"],

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{err, ok, ok_logged, p};
+use fewstep::report::fmt3;
 use std::path::{Path, PathBuf};
 
 fn attr(file: &Path, name: &str) -> String {
@@ -220,6 +221,31 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
     let csv = std::fs::read_to_string(out.join("table4.csv")).unwrap();
     // header, noise floor, baseline, 2 methods x 2 steps
     assert_eq!(csv.lines().count(), 7, "{csv}");
+    // A standard CSV reader gives back every label, the baseline's comma included.
+    let records = csv_records(&out.join("table4.csv"));
+    assert_eq!(
+        records[0],
+        ["dataset", "method", "steps", "fd", "sw2", "nll", "mode_kl", "train_s"]
+    );
+    let methods: Vec<&str> = records[1..].iter().map(|r| r[1].as_str()).collect();
+    assert_eq!(
+        methods,
+        [
+            "exact samples (noise floor)",
+            "teacher, aDDIM",
+            "DDIM",
+            "DDIM",
+            "aDDIM",
+            "aDDIM"
+        ]
+    );
+    for r in &records[1..] {
+        assert!(r[3].parse::<f64>().is_ok_and(f64::is_finite), "{r:?}");
+        assert!(
+            md.contains(&fmt3(r[3].parse().unwrap())),
+            "{r:?} not in\n{md}"
+        );
+    }
     assert!(md.contains("exact samples (noise floor)"), "{md}");
     assert!(out.join("table4-fd.png").exists());
     assert!(out.join("ring8/samples/addim-s2.h5").exists());
@@ -233,6 +259,92 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
 
     assert!(err(&["reproduce", "table3", "--preset", "nope"]).contains("quick, paper"));
     assert!(err(&["reproduce", "table4", "--scale", "0"]).contains("--scale"));
+}
+
+/// Every record of a CSV file, header first, read with the `csv` crate (each as many fields
+/// as the header).
+fn csv_records(path: &Path) -> Vec<Vec<String>> {
+    let mut rd = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(path)
+        .unwrap();
+    rd.records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn reproduce_samplers_writes_csv_that_a_standard_reader_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("samplers.toml");
+    // aDDIM's label holds a comma and quotes: addim(eta=0.75,variance="analytic").
+    std::fs::write(
+        &cfg,
+        "datasets = [\"ring8\"]\nreference_n = 500\nn = 500\nsteps = [1, 2]\n\
+         [[integrators]]\nname = \"ddim\"\n[[integrators]]\nname = \"addim\"\n\
+         [[integrators]]\nname = \"addim\"\neta = 0.5\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let md = ok(&[
+        "reproduce",
+        "samplers",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&out),
+    ]);
+    let records = csv_records(&out.join("samplers.csv"));
+    assert_eq!(
+        records[0],
+        [
+            "dataset",
+            "integrator",
+            "steps",
+            "nfe",
+            "fd",
+            "sw2",
+            "nll",
+            "mode_kl"
+        ]
+    );
+    let labels: Vec<&str> = records[1..].iter().map(|r| r[1].as_str()).collect();
+    let addim = |eta: &str| format!("addim(eta={eta},variance=\"analytic\")");
+    assert_eq!(
+        labels,
+        [
+            "ddim",
+            "ddim",
+            &addim("0.75"),
+            &addim("0.75"),
+            &addim("0.5"),
+            &addim("0.5")
+        ]
+    );
+    for r in &records[1..] {
+        assert_eq!(r[0], "ring8");
+        assert!(md.contains(&r[1]), "{} not in\n{md}", r[1]);
+        assert_eq!(r[2], r[3], "one network call per step: {r:?}");
+        for v in &r[4..] {
+            assert!(v.parse::<f64>().is_ok_and(f64::is_finite), "{r:?}");
+        }
+    }
+    // Written atomically: nothing but the outputs (and the reference set) in the folder.
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "data",
+            "samplers-fd.png",
+            "samplers-sw2.png",
+            "samplers.csv",
+            "samplers.md"
+        ]
+    );
 }
 
 #[test]

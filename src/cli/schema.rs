@@ -1,7 +1,7 @@
 //! `fewstep schema`: a JSON Schema per config file kind, for editors and CI.
 
 use crate::schema::{metadata, reference, ConfigKind};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::CommandFactory;
 use std::path::PathBuf;
 
@@ -93,12 +93,7 @@ pub fn run(a: Args) -> Result<()> {
                 stale.push(path.display().to_string());
             }
         } else {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-            }
-            std::fs::write(path, text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            crate::output::write_bytes(path, text.as_bytes())?;
             eprintln!("wrote {}", path.display());
         }
     }

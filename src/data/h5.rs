@@ -82,27 +82,18 @@ pub fn write_data(path: &Path, data: &DataArray, attrs: &Attrs) -> Result<()> {
     })
 }
 
-/// Creates a new HDF5 file by running `fill` on a temporary file beside `path`, then renames it
-/// into place, so an existing file is never left half-written.
+/// Creates a new HDF5 file by running `fill` on it, atomically ([`crate::output`]): an existing
+/// file is replaced only by a complete one, and a failed `fill` leaves it (and no temporary
+/// file) behind.
 pub fn write_with(path: &Path, fill: impl FnOnce(&hdf5::File) -> Result<()>) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
-    ));
-    {
+    crate::output::write_path_with(path, |tmp| {
         let file =
-            hdf5::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+            hdf5::File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         fill(&file)?;
         file.flush()?;
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+        // Dropped (closed) here, before the file is synced and renamed.
+        Ok(())
+    })
 }
 
 /// Writes a float32 array as dataset `name` of `group`.

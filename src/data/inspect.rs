@@ -3,7 +3,9 @@
 use super::h5::read_str_attr;
 use super::source::{self, push_row, DataInfo, Elem, RowReader};
 use anyhow::{bail, Context, Result};
+use image::ImageEncoder;
 use std::fmt;
+use std::io::Write;
 use std::path::Path;
 
 /// Summary of a dataset file; `Display` prints it for people.
@@ -68,10 +70,6 @@ pub fn inspect(path: &Path) -> Result<Report> {
             }),
         }
     }
-    let mean = st.sum / st.count.max(1) as f64;
-    let std = (st.sum2 / st.count.max(1) as f64 - mean * mean)
-        .max(0.0)
-        .sqrt();
     let labels = source::read_labels(df)?.map(|l| {
         let mut sorted = l.clone();
         sorted.sort_unstable();
@@ -109,8 +107,8 @@ pub fn inspect(path: &Path) -> Result<Report> {
         info,
         min: st.min,
         max: st.max,
-        mean,
-        std,
+        mean: st.mean,
+        std: st.std(),
         nan: st.nan,
         inf: st.inf,
         labels,
@@ -119,11 +117,15 @@ pub fn inspect(path: &Path) -> Result<Report> {
     })
 }
 
+/// Running statistics of the finite values. Mean and variance are Welford's running mean and
+/// sum of squared deviations (with a count per update, for the uint8 histogram), which keep
+/// their precision where the sum of squares minus the squared mean would cancel.
 struct Stats {
     min: f64,
     max: f64,
-    sum: f64,
-    sum2: f64,
+    mean: f64,
+    /// Sum of squared deviations from the running mean.
+    m2: f64,
     count: u64,
     nan: u64,
     inf: u64,
@@ -134,8 +136,8 @@ impl Default for Stats {
         Stats {
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
-            sum: 0.0,
-            sum2: 0.0,
+            mean: 0.0,
+            m2: 0.0,
             count: 0,
             nan: 0,
             inf: 0,
@@ -150,13 +152,19 @@ impl Stats {
             self.nan += times;
         } else if x.is_infinite() {
             self.inf += times;
-        } else {
+        } else if times > 0 {
             self.min = self.min.min(x);
             self.max = self.max.max(x);
-            self.sum += loaded * times as f64;
-            self.sum2 += loaded * loaded * times as f64;
             self.count += times;
+            let delta = loaded - self.mean;
+            self.mean += delta * times as f64 / self.count as f64;
+            self.m2 += delta * (loaded - self.mean) * times as f64;
         }
+    }
+
+    /// Population standard deviation (0 with no values).
+    fn std(&self) -> f64 {
+        (self.m2 / self.count.max(1) as f64).max(0.0).sqrt()
     }
 }
 
@@ -282,7 +290,64 @@ pub fn write_grid(path: &Path, out: &Path, count: usize) -> Result<usize> {
             }
         }
     }
-    img.save_with_format(out, image::ImageFormat::Png)
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    crate::output::write_with(out, |f| {
+        let mut w = std::io::BufWriter::new(f);
+        image::codecs::png::PngEncoder::new(&mut w).write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ColorType::Rgb8,
+        )?;
+        Ok(w.flush()?)
+    })
+    .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stats;
+
+    #[test]
+    fn welford_keeps_the_spread_of_values_far_from_zero() {
+        // 1e9 + {0, 1, 2, 3}: variance 1.25. Sum of squares minus squared mean loses it (the
+        // squares are ~1e18, where f64 steps by 128).
+        let mut st = Stats::default();
+        let mut naive = (0.0, 0.0);
+        for k in 0..4000 {
+            let v = 1e9 + (k % 4) as f64;
+            st.add(v, v, 1);
+            naive = (naive.0 + v, naive.1 + v * v);
+        }
+        assert!((st.mean - (1e9 + 1.5)).abs() < 1e-6, "{}", st.mean);
+        assert!((st.std() - 1.25f64.sqrt()).abs() < 1e-9, "{}", st.std());
+        let naive_var = naive.1 / 4000.0 - (naive.0 / 4000.0).powi(2);
+        assert!(
+            (naive_var - 1.25).abs() > 1.0,
+            "the naive formula happened to hold"
+        );
+    }
+
+    #[test]
+    fn counted_values_equal_repeated_ones() {
+        // The uint8 histogram adds each value with its count.
+        let (mut counted, mut one_by_one) = (Stats::default(), Stats::default());
+        for (v, c) in [(-1.0, 3), (0.5, 1), (0.25, 5), (1.0, 2)] {
+            counted.add(v, v, c);
+            (0..c).for_each(|_| one_by_one.add(v, v, 1));
+        }
+        counted.add(f64::NAN, f64::NAN, 2);
+        assert_eq!(counted.count, 11);
+        assert_eq!(counted.nan, 2);
+        assert!((counted.mean - one_by_one.mean).abs() < 1e-15);
+        assert!((counted.std() - one_by_one.std()).abs() < 1e-15);
+        let mean = (-3.0 + 0.5 + 1.25 + 2.0) / 11.0;
+        let var = (3.0 * (-1.0f64 - mean).powi(2)
+            + (0.5f64 - mean).powi(2)
+            + 5.0 * (0.25f64 - mean).powi(2)
+            + 2.0 * (1.0f64 - mean).powi(2))
+            / 11.0;
+        assert!((counted.mean - mean).abs() < 1e-15);
+        assert!((counted.std() - var.sqrt()).abs() < 1e-15);
+    }
 }

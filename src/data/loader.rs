@@ -21,10 +21,9 @@
 //! `k`) hold every row of the file exactly once.
 
 use super::source::{self, push_row, DataInfo, Elem, MappedRows, RowReader};
+use crate::seed::{seeded, SeededRng};
 use anyhow::{anyhow, bail, Result};
-use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -447,7 +446,7 @@ impl Reader {
         let blocks = n.div_ceil(block);
         let per_window = (self.cfg.shuffle_bytes / (block * rb).max(1)).max(1);
         for epoch in 0u64.. {
-            let mut rng = StdRng::seed_from_u64(mix(self.cfg.seed, epoch));
+            let mut rng = seeded(mix(self.cfg.seed, epoch));
             if let Some(rows) = &memory {
                 let mut order: Vec<(u32, u32)> = (0..n as u32).map(|r| (r, r)).collect();
                 order.shuffle(&mut rng);
@@ -481,7 +480,7 @@ impl Reader {
 
     /// Reads the given blocks into one window (or points into the mapped file) and shuffles
     /// its rows; the row order depends only on `rng`, not on whether the file is mapped.
-    fn window(&self, group: &[usize], block: usize, rng: &mut StdRng) -> Result<Window> {
+    fn window(&self, group: &[usize], block: usize, rng: &mut SeededRng) -> Result<Window> {
         let n = self.reader.info().rows();
         let rb = self.reader.row_bytes();
         let spans: Vec<Range<usize>> = spans(group, block, n).collect();

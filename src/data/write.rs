@@ -60,7 +60,7 @@ impl RowWriter {
     pub fn write<T: H5Type>(&mut self, values: &[T]) -> Result<()> {
         let d: usize = self.shape[1..].iter().product();
         ensure!(
-            values.len() % d == 0,
+            values.len().is_multiple_of(d),
             "write of {} values is not whole rows of {d}",
             values.len()
         );

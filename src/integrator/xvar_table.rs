@@ -7,7 +7,6 @@ use crate::denoiser::{Denoiser, Level};
 use crate::schedule::Schedule;
 use crate::tensor::{batch_from_vec, host_normal, row_sq_norm, Dev};
 use anyhow::{bail, Context, Result};
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -65,10 +64,7 @@ impl XVarTable {
 
     /// Writes the table as JSON (atomically: a reader never sees half a file).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+        crate::output::write_bytes(path, serde_json::to_string_pretty(self)?.as_bytes())
     }
 
     /// x_var(t) = eta * mean over rows of ||x - x_hat(z_t)||^2 / d, with z_t = alpha_t x + sigma_t
@@ -86,7 +82,7 @@ impl XVarTable {
         seed: u64,
         chunk: usize,
     ) -> Result<Self> {
-        if dim == 0 || x.is_empty() || x.len() % dim != 0 {
+        if dim == 0 || x.is_empty() || !x.len().is_multiple_of(dim) {
             bail!(
                 "calibration needs whole rows of {dim} values (got {})",
                 x.len()
@@ -98,7 +94,7 @@ impl XVarTable {
                 denoiser.dim()
             );
         }
-        let eps = host_normal(&mut rand::rngs::StdRng::seed_from_u64(seed), x.len());
+        let eps = host_normal(&mut crate::seed::seeded(seed), x.len());
         let rows = x.len() / dim;
         let step = chunk.max(1) * dim;
         let mut xvar = Vec::with_capacity(grid.len());

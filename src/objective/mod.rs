@@ -6,11 +6,11 @@ pub mod multistep;
 
 use crate::denoiser::{Denoiser, Level, Student, TapedBatch};
 use crate::schedule::Schedule;
+use crate::seed::SeededRng;
 use crate::tensor::host_normal;
 use crate::tensor::{Batch, Dev};
 use anyhow::{anyhow, bail, Result};
 use dfdx::prelude::*;
-use rand::rngs::StdRng;
 use rand::Rng;
 use std::fmt::Debug;
 
@@ -31,7 +31,7 @@ pub struct ObjectiveCtx<'a> {
     /// Training iteration (for annealed schedules such as the teacher-step count).
     pub iteration: u64,
     /// Host randomness for times and discrete choices; seeded, so runs repeat on CPU.
-    pub rng: &'a mut StdRng,
+    pub rng: &'a mut SeededRng,
     grads: Option<Gradients<f32, Dev>>,
 }
 
@@ -44,7 +44,7 @@ impl<'a> ObjectiveCtx<'a> {
         target: &'a dyn Denoiser,
         teacher: Option<&'a dyn Denoiser>,
         iteration: u64,
-        rng: &'a mut StdRng,
+        rng: &'a mut SeededRng,
         grads: Gradients<f32, Dev>,
     ) -> Self {
         ObjectiveCtx {

@@ -6,7 +6,7 @@
 //! Every run folder is kept under `--out`: a finished teacher or student is reused, an
 //! unfinished one is resumed, so an interrupted reproduction continues where it stopped.
 
-use super::{builtin_set, preset_text, write_text};
+use super::{builtin_set, preset_text, write_csv, write_text};
 use crate::checkpoint;
 use crate::config::{clone_plugin, ConfigBuilder, Overrides};
 use crate::data::{read_data, DataArray};
@@ -225,7 +225,7 @@ pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
     }
     let md = report(cfg, &cells);
     write_text(out, &format!("{what}.md"), &md)?;
-    write_text(out, &format!("{what}.csv"), &csv(&cells))?;
+    write_csv(out, &format!("{what}.csv"), &csv_rows(&cells))?;
     plot(&out.join(format!("{what}-fd.png")), cfg, &cells)?;
     Ok(md)
 }
@@ -482,23 +482,34 @@ fn report(cfg: &TableConfig, cells: &[Cell]) -> String {
     md
 }
 
-fn csv(cells: &[Cell]) -> String {
-    let mut s = String::from("dataset,method,steps,fd,sw2,nll,mode_kl,train_s\n");
-    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-    for c in cells {
-        s.push_str(&format!(
-            "{},\"{}\",{},{},{},{},{},{:.1}\n",
-            c.dataset,
-            c.method,
-            c.steps,
-            c.metrics.fd,
-            c.metrics.sw2,
-            opt(c.metrics.nll),
-            opt(c.metrics.mode_kl),
-            c.train_s
-        ));
-    }
-    s
+/// One record of a distillation table's CSV.
+#[derive(serde::Serialize)]
+struct CsvRow<'a> {
+    dataset: &'a str,
+    method: &'a str,
+    steps: usize,
+    fd: f64,
+    sw2: f64,
+    nll: Option<f64>,
+    mode_kl: Option<f64>,
+    /// Training seconds to one decimal, as the markdown table shows them.
+    train_s: String,
+}
+
+fn csv_rows(cells: &[Cell]) -> Vec<CsvRow<'_>> {
+    cells
+        .iter()
+        .map(|c| CsvRow {
+            dataset: &c.dataset,
+            method: &c.method,
+            steps: c.steps,
+            fd: c.metrics.fd,
+            sw2: c.metrics.sw2,
+            nll: c.metrics.nll,
+            mode_kl: c.metrics.mode_kl,
+            train_s: format!("{:.1}", c.train_s),
+        })
+        .collect()
 }
 
 /// FD against student steps, one line per method, baselines as flat lines.

@@ -77,9 +77,23 @@ pub fn builtin_set(path: &Path, name: &str, n: usize, seed: u64) -> Result<()> {
     )
 }
 
-/// Writes `text` to `dir/name` (creating `dir`).
+/// Writes `text` to `dir/name` atomically (creating `dir`).
 pub fn write_text(dir: &Path, name: &str, text: &str) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::output::write_bytes(&dir.join(name), text.as_bytes())
+}
+
+/// Writes `rows` to `dir/name` as CSV atomically: a header from the row type's field names, then
+/// one record per row, fields quoted where they hold commas, quotes or line breaks; `None` is
+/// an empty field.
+pub fn write_csv<T: serde::Serialize>(dir: &Path, name: &str, rows: &[T]) -> Result<()> {
     let path = dir.join(name);
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
+    crate::output::write_with(&path, |f| {
+        let mut w = csv::Writer::from_writer(std::io::BufWriter::new(f));
+        for row in rows {
+            w.serialize(row)?;
+        }
+        w.flush()?;
+        Ok(())
+    })
+    .with_context(|| format!("cannot write {}", path.display()))
 }

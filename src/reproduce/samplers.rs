@@ -2,7 +2,7 @@
 //! Gaussian-mixture denoiser (paper Figure 3 / A.4, without training error).
 
 use super::builtin_set;
-use super::write_text;
+use super::{write_csv, write_text};
 use crate::config::ConfigBuilder;
 use crate::data::builtin::make_set;
 use crate::data::DataArray;
@@ -110,7 +110,7 @@ pub fn run(cfg: &SamplersConfig, out: &Path) -> Result<String> {
     bar.finish_and_clear();
     let md = report(cfg, &rows, &floors);
     write_text(out, "samplers.md", &md)?;
-    write_text(out, "samplers.csv", &csv(&rows))?;
+    write_csv(out, "samplers.csv", &csv_rows(&rows))?;
     plot(out, cfg, &rows)?;
     Ok(md)
 }
@@ -233,23 +233,32 @@ fn step_table(
         .collect()
 }
 
-fn csv(rows: &[Row]) -> String {
-    let mut s = String::from("dataset,integrator,steps,nfe,fd,sw2,nll,mode_kl\n");
-    let opt = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-    for r in rows {
-        s.push_str(&format!(
-            "{},\"{}\",{},{},{},{},{},{}\n",
-            r.dataset,
-            r.integrator,
-            r.steps,
-            r.nfe,
-            r.metrics.fd,
-            r.metrics.sw2,
-            opt(r.metrics.nll),
-            opt(r.metrics.mode_kl)
-        ));
-    }
-    s
+/// One record of `samplers.csv`.
+#[derive(serde::Serialize)]
+struct CsvRow<'a> {
+    dataset: &'a str,
+    integrator: &'a str,
+    steps: usize,
+    nfe: usize,
+    fd: f64,
+    sw2: f64,
+    nll: Option<f64>,
+    mode_kl: Option<f64>,
+}
+
+fn csv_rows(rows: &[Row]) -> Vec<CsvRow<'_>> {
+    rows.iter()
+        .map(|r| CsvRow {
+            dataset: &r.dataset,
+            integrator: &r.integrator,
+            steps: r.steps,
+            nfe: r.nfe,
+            fd: r.metrics.fd,
+            sw2: r.metrics.sw2,
+            nll: r.metrics.nll,
+            mode_kl: r.metrics.mode_kl,
+        })
+        .collect()
 }
 
 fn plot(out: &Path, cfg: &SamplersConfig, rows: &[Row]) -> Result<()> {

@@ -117,7 +117,7 @@ impl Report {
     /// Adds step `done`'s stats; at the end of a window writes its line and shows it on the bar.
     pub fn step(&mut self, done: u64, stats: &StepStats) -> Result<()> {
         self.window.add(stats);
-        if done % self.log_every == 0 || done == self.steps {
+        if done.is_multiple_of(self.log_every) || done == self.steps {
             let line = self.window.line(done, self.batch, self.t0);
             self.loss = line.loss;
             writeln!(self.log, "{}", serde_json::to_string(&line)?)?;
@@ -153,6 +153,5 @@ pub(super) fn truncate_log(path: &Path, step: u64) -> Result<()> {
         .filter(|l| serde_json::from_str::<LogLine>(l).is_ok_and(|l| l.step <= step))
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(path, kept)?;
-    Ok(())
+    crate::output::write_bytes(path, kept.as_bytes())
 }

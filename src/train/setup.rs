@@ -130,7 +130,7 @@ pub fn prepare_folder(cfg: &TrainConfig, resume: bool, config_toml: &str) -> Res
     }
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("cannot create {}", cfg.out.display()))?;
-    std::fs::write(cfg.out.join("config.toml"), config_toml)?;
+    crate::output::write_bytes(&cfg.out.join("config.toml"), config_toml.as_bytes())?;
     Ok(std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -3,11 +3,10 @@
 use super::TrainConfig;
 use crate::denoiser::{Denoiser, Network};
 use crate::objective::ObjectiveCtx;
+use crate::seed::{seeded, SeededRng};
 use crate::tensor::{Batch, Dev};
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 
 /// What one step measured.
 #[derive(Clone, Copy, Debug)]
@@ -20,8 +19,8 @@ pub struct StepStats {
 
 /// The host generator of step `step`: a function of the run seed and the step only, so a
 /// resumed run draws what the uninterrupted run would have.
-pub fn step_rng(seed: u64, step: u64) -> StdRng {
-    StdRng::seed_from_u64(seed ^ (step.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+pub fn step_rng(seed: u64, step: u64) -> SeededRng {
+    seeded(seed ^ (step.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// One optimisation step (0-based `step`) on the data batch `x`: loss, backward, clip, AdamW,

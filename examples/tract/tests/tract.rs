@@ -14,10 +14,9 @@ use fewstep::objective::multistep::Slot;
 use fewstep::objective::{DistillObjective, ObjectiveCtx, Round};
 use fewstep::plugins::gmm::GmmDenoiser;
 use fewstep::schedule::Schedule;
+use fewstep::seed::seeded;
 use fewstep::tensor::{batch_from_vec, normal, seeded_device, Batch, Coef, Dev};
 use fewstep_tract::Tract;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 use std::f64::consts::FRAC_PI_2;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -313,7 +312,7 @@ fn with_ctx<R>(
     iteration: u64,
     f: impl FnOnce(&mut ObjectiveCtx) -> R,
 ) -> R {
-    let mut rng = StdRng::seed_from_u64(iteration);
+    let mut rng = seeded(iteration);
     let mut ctx = ObjectiveCtx::new(
         dev,
         sch,

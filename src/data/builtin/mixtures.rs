@@ -3,10 +3,10 @@
 
 use crate::data::set::BuiltSet;
 use crate::data::{DataArray, Mixture};
+use crate::seed::{seeded, SeededRng};
 use anyhow::{bail, Result};
 use rand::distributions::{Distribution, WeightedIndex};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::StandardNormal;
 use std::f64::consts::TAU;
 
@@ -30,7 +30,7 @@ pub fn mixture(name: &str) -> Result<Mixture> {
         }
         "gmm64" => {
             let (k, d) = (10, 64);
-            let mut rng = StdRng::seed_from_u64(GMM64_SEED);
+            let mut rng = seeded(GMM64_SEED);
             let mut means = Vec::with_capacity(k * d);
             for _ in 0..k {
                 let mu: Vec<f64> = (0..d).map(|_| rng.sample(StandardNormal)).collect();
@@ -51,7 +51,7 @@ pub fn make(name: &str, n: usize, seed: u64) -> Result<BuiltSet> {
         bail!("a dataset needs at least one row (got --n 0)");
     }
     let m = mixture(name)?;
-    let (values, labels) = sample(&m, n, &mut StdRng::seed_from_u64(seed));
+    let (values, labels) = sample(&m, n, &mut seeded(seed));
     Ok(BuiltSet {
         data: DataArray::new(values, vec![n, m.dim]),
         labels: Some(labels),
@@ -60,7 +60,7 @@ pub fn make(name: &str, n: usize, seed: u64) -> Result<BuiltSet> {
 }
 
 /// `n` exact draws (row-major `[n, D]`) and the component each came from.
-pub fn sample(m: &Mixture, n: usize, rng: &mut StdRng) -> (Vec<f32>, Vec<i64>) {
+pub fn sample(m: &Mixture, n: usize, rng: &mut SeededRng) -> (Vec<f32>, Vec<i64>) {
     let pick = WeightedIndex::new(&m.weights).expect("Mixture::new checked the weights");
     let mut values = Vec::with_capacity(n * m.dim);
     let mut labels = Vec::with_capacity(n);

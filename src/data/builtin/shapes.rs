@@ -9,9 +9,9 @@ use crate::data::h5::{write_with, DataArray};
 use crate::data::set::BuiltSet;
 use crate::data::source::u8_to_f32;
 use crate::data::write::{chunk_rows, write_labels, RowWriter};
+use crate::seed::seeded;
 use anyhow::{bail, Result};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use std::path::Path;
 
 /// Label `k` is shape `CLASSES[k]`.
@@ -24,7 +24,7 @@ pub fn render(size: usize, seed: u64, i: u64, out: &mut [u8]) -> i64 {
         3 * size * size,
         "render: buffer is not 3x{size}x{size}"
     );
-    let mut rng = StdRng::seed_from_u64(splitmix(seed ^ splitmix(i)));
+    let mut rng = seeded(splitmix(seed ^ splitmix(i)));
     let class = rng.gen_range(0..CLASSES.len());
     let bg: [f32; 3] = rng.gen::<[u8; 3]>().map(f32::from);
     let fg = loop {

@@ -11,8 +11,11 @@ pub mod shifted_cosine;
 pub mod addim;
 pub mod ddim;
 pub mod ddpm;
+pub mod dpm_solver_pp;
+pub mod euler_ancestral;
 pub mod heun;
 pub mod noise_ddim;
+pub mod unipc;
 
 // Denoisers
 pub mod gmm;

@@ -483,3 +483,71 @@ fn cli_samples_at_any_batch_size_alike() {
         assert_eq!(draw(name, "40"), draw(name, "7"), "{name}");
     }
 }
+
+#[test]
+fn reproduce_samplers_compares_at_matched_nfe() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("small.toml");
+    std::fs::write(
+        &cfg,
+        r#"datasets = ["ring8"]
+reference_n = 400
+n = 400
+nfe = [1, 4, 8]
+[[integrators]]
+name = "heun"
+[[integrators]]
+name = "dpm-solver++"
+[[integrators]]
+name = "euler-ancestral"
+[[integrators]]
+name = "dpm-solver++"
+order = 3
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let p = |x: &std::path::Path| x.to_str().unwrap().to_string();
+    let args = [
+        "reproduce",
+        "samplers",
+        "--config",
+        &p(&cfg),
+        "--out",
+        &p(&out),
+    ];
+    ok(&args);
+    let md = std::fs::read_to_string(out.join("samplers.md")).unwrap();
+    assert!(
+        md.contains("## FD on ring8 (lower is better; columns are NFE)"),
+        "{md}"
+    );
+    assert!(md.contains("| integrator | 1 | 4 | 8 |"), "{md}");
+    // Heun on a cosine schedule: 2 NFE per step but 1 on the first (alpha = 0) and the last, so
+    // 5 steps fit 8 NFE; the one-evaluation samplers take as many steps as evaluations.
+    assert!(md.contains("| `heun` | 1 (1) | 3 (4) | 5 (8) |"), "{md}");
+    assert!(
+        md.contains("| `dpm-solver++` | 1 (1) | 4 (4) | 8 (8) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `euler-ancestral` | 1 (1) | 4 (4) | 8 (8) |"),
+        "{md}"
+    );
+    // Settings other than the defaults name the row.
+    assert!(
+        md.contains("| `dpm-solver++(order=3)` | 1 (1) | 4 (4) | 8 (8) |"),
+        "{md}"
+    );
+    assert!(md.contains("| exact samples |"), "{md}");
+    for f in ["samplers.csv", "samplers-fd.png", "samplers-sw2.png"] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+    let csv = std::fs::read_to_string(out.join("samplers.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 4 * 3, "{csv}");
+
+    std::fs::write(&cfg, "datasets = [\"ring8\"]\nnfe = [0, 2]\n").unwrap();
+    let o = fewstep(&args);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("at least 1"), "{e}");
+}

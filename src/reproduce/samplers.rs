@@ -187,17 +187,21 @@ fn integrator_list(cfg: &SamplersConfig) -> Result<Vec<Box<dyn Integrator>>> {
         .collect()
 }
 
-/// `name` plus any settings, e.g. `addim(eta=0.5)`.
+/// `name` plus the settings that differ from its defaults, e.g. `addim(eta=0.5)`.
 fn integrator_label(i: &dyn Integrator) -> Result<String> {
-    let toml::Value::Table(t) = toml::Value::try_from(i)? else {
-        bail!("integrator config is not a table")
+    let table = |i: &dyn Integrator| match toml::Value::try_from(i)? {
+        toml::Value::Table(t) => Ok(t),
+        _ => bail!("integrator config is not a table"),
     };
-    let extra: Vec<String> = t
+    let name = i.typetag_name();
+    let defaults: Box<dyn Integrator> =
+        crate::config::plugin_from_toml(&format!("name = \"{name}\""))?;
+    let defaults = table(defaults.as_ref())?;
+    let extra: Vec<String> = table(i)?
         .iter()
-        .filter(|(k, _)| *k != "name")
+        .filter(|(k, v)| *k != "name" && defaults.get(*k) != Some(*v))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let name = i.typetag_name();
     Ok(if extra.is_empty() {
         name.to_string()
     } else {

@@ -14,6 +14,7 @@ pub mod ddpm;
 pub mod dpm_solver_pp;
 pub mod euler_ancestral;
 pub mod heun;
+pub mod lms;
 pub mod noise_ddim;
 pub mod unipc;
 

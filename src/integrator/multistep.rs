@@ -1,10 +1,10 @@
-//! What the log-SNR multistep solvers (`dpm-solver++`, `unipc`, `lms`) share: the run's history
-//! of predictions, its step counter, and the half log-SNR lambda = ln(alpha / sigma) in which
-//! they are defined (so any schedule plugin only supplies the grid).
+//! What multistep solvers defined on the log-SNR share: the run's history of predictions, its
+//! step counter, the half log-SNR lambda = ln(alpha / sigma) in which they are written (so any
+//! schedule only supplies the grid), and linear combinations of batches with f64 coefficients.
 //!
 //! A point at lambda = -inf (alpha_t = 0, t = 1 of a cosine schedule) never enters the history:
-//! the log-SNR step from it is infinite, no polynomial in lambda reaches across it, and the
-//! solvers' own formulas drop it in that limit (DPM-Solver++'s (m0 - m1) / r0 -> 0 as r0 -> inf).
+//! the log-SNR step from it is infinite, no polynomial in lambda reaches across it, and the usual
+//! finite differences drop it in that limit ((m0 - m1) / r0 -> 0 as the step ratio r0 -> inf).
 //! A step to lambda = +inf (sigma_s = 0) is first order for the same reason: it returns x_hat.
 
 use crate::schedule::Schedule;

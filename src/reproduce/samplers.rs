@@ -37,7 +37,7 @@ pub struct SamplersConfig {
     /// per-row noise of stochastic integrators.
     pub seed: u64,
     /// Denoiser-evaluation budgets, the tables' columns: each integrator takes the most steps
-    /// whose NFE fits the budget (Heun spends 2 per step but 1 on the last).
+    /// whose NFE fits the budget (a two-evaluation step takes about half as many).
     pub nfe: Vec<usize>,
     /// Integrators to compare; empty: every registered integrator with its defaults.
     pub integrators: Vec<Box<dyn Integrator>>,

@@ -11,7 +11,7 @@ use crate::schedule::Schedule;
 use crate::tensor::Batch;
 use std::collections::VecDeque;
 
-/// lambda(t) = ln(alpha_t / sigma_t), half the schedule's log-SNR (DPM-Solver's variable).
+/// lambda(t) = ln(alpha_t / sigma_t), half the schedule's log-SNR (exponential integrators' variable).
 pub fn half_logsnr(schedule: &dyn Schedule, t: f64) -> f64 {
     0.5 * schedule.logsnr(t)
 }

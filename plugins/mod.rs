@@ -11,8 +11,12 @@ pub mod shifted_cosine;
 pub mod addim;
 pub mod ddim;
 pub mod ddpm;
+pub mod dpm_solver_pp;
+pub mod euler_ancestral;
 pub mod heun;
+pub mod lms;
 pub mod noise_ddim;
+pub mod unipc;
 
 // Denoisers
 pub mod gmm;

@@ -171,3 +171,13 @@ pub fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::
         n => Ok(n),
     }
 }
+
+/// `deserialize_with` check for a solver order, which must be 1, 2 or 3.
+pub fn one_to_three<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    match <usize as serde::Deserialize>::deserialize(d)? {
+        n @ 1..=3 => Ok(n),
+        n => Err(serde::de::Error::custom(format!(
+            "expected an order of 1, 2 or 3, got {n}"
+        ))),
+    }
+}

@@ -1,7 +1,8 @@
-//! The sampling loop: an integrator walked over a time grid, counting evaluations.
+//! The sampling loop: an integrator walked over a time grid, counting evaluations, with the
+//! per-run state multistep integrators keep.
 
 use crate::denoiser::Denoiser;
-use crate::integrator::{Integrator, StepCtx};
+use crate::integrator::{Integrator, RowNoise, RunState, StepCtx};
 use crate::schedule::Schedule;
 use crate::tensor::{Batch, Dev};
 use anyhow::Result;
@@ -12,7 +13,45 @@ pub struct Sampled {
     pub nfe: usize,
 }
 
-/// Runs `integrator` from `z_1` over `grid` (decreasing times, from 1 to 0).
+/// One run of an integrator over a grid: the integrator and the state it keeps between steps
+/// ([`Integrator::new_state`]), made afresh for every run.
+pub struct Run<'a> {
+    integrator: &'a dyn Integrator,
+    state: Option<Box<dyn RunState>>,
+}
+
+impl<'a> Run<'a> {
+    pub fn new(integrator: &'a dyn Integrator, grid: &[f64]) -> Self {
+        Run {
+            integrator,
+            state: integrator.new_state(grid),
+        }
+    }
+
+    /// The run's next step, from t to s.
+    pub fn step(&mut self, ctx: &mut StepCtx, z_t: Batch, t: f64, s: f64) -> Result<Batch> {
+        self.integrator
+            .step_in_run(ctx, self.state.as_deref_mut(), z_t, t, s)
+    }
+
+    /// A step from t to s that the run does not take: its state and the noise streams stay as
+    /// they were (the evaluations are still counted).
+    pub fn try_step(&self, ctx: &mut StepCtx, z_t: Batch, t: f64, s: f64) -> Result<Batch> {
+        let mut state = self
+            .state
+            .as_deref()
+            .map(<dyn RunState as RunState>::clone_box);
+        let noise = ctx.save_noise();
+        let out = self
+            .integrator
+            .step_in_run(ctx, state.as_deref_mut(), z_t, t, s);
+        ctx.restore_noise(noise);
+        out
+    }
+}
+
+/// Runs `integrator` from `z_1` over `grid` (decreasing times, from 1 to 0), drawing any
+/// per-row noise from `noise`.
 pub fn sample(
     dev: &Dev,
     schedule: &dyn Schedule,
@@ -20,11 +59,13 @@ pub fn sample(
     denoiser: &dyn Denoiser,
     z_1: Batch,
     grid: &[f64],
+    noise: RowNoise,
 ) -> Result<Sampled> {
-    let mut ctx = StepCtx::new(dev, schedule, denoiser);
+    let mut ctx = StepCtx::new(dev, schedule, denoiser).with_noise(noise);
+    let mut run = Run::new(integrator, grid);
     let mut z = z_1;
     for w in grid.windows(2) {
-        z = integrator.step(&mut ctx, z, w[0], w[1])?;
+        z = run.step(&mut ctx, z, w[0], w[1])?;
     }
     Ok(Sampled {
         samples: z,
@@ -36,7 +77,9 @@ pub fn sample(
 /// (time, batch) pairs from the first step on: the point at time u in a step from t to s is the
 /// integrator's step from t to u, and the step's last point (u = s, up to rounding) carries on.
 /// For a one-evaluation integrator such as DDIM this traces the curve the prediction at t implies
-/// (paper Figure 1); every point costs an evaluation (counted by `ctx`).
+/// (paper Figure 1); every point costs an evaluation (counted by `ctx`). A multistep integrator
+/// reaches the inner points with the run's history without committing them, so the last points
+/// are exactly the run [`sample`] takes.
 pub fn trajectory(
     ctx: &mut StepCtx,
     integrator: &dyn Integrator,
@@ -44,18 +87,17 @@ pub fn trajectory(
     grid: &[f64],
     points: usize,
 ) -> Result<Vec<(f64, Batch)>> {
+    let mut run = Run::new(integrator, grid);
     let mut z = z_1;
     let mut out = Vec::with_capacity(grid.len().saturating_sub(1) * points);
     for w in grid.windows(2) {
         let (t, s) = (w[0], w[1]);
-        for k in 1..=points {
+        for k in 1..points {
             let u = t - (t - s) * k as f64 / points as f64;
-            let z_u = integrator.step(ctx, z.clone(), t, u)?;
-            out.push((u, z_u.clone()));
-            if k == points {
-                z = z_u;
-            }
+            out.push((u, run.try_step(ctx, z.clone(), t, u)?));
         }
+        z = run.step(ctx, z, t, s)?;
+        out.push((s, z.clone()));
     }
     Ok(out)
 }

@@ -6,7 +6,7 @@ use fewstep::data::builtin::mixtures;
 use fewstep::data::builtin::{write_set, BuiltSet};
 use fewstep::data::{read_data, write_data, DataArray, Mixture};
 use fewstep::denoiser::{BuildCtx, Denoiser, DenoiserSpec, Level};
-use fewstep::integrator::Integrator;
+use fewstep::integrator::{Integrator, RowNoise};
 use fewstep::sampling::sample;
 use fewstep::schedule::{uniform_grid, Schedule};
 use fewstep::tensor::{batch_from_vec, normal, seeded_device, Dev};
@@ -416,6 +416,7 @@ fn ddim_on_the_exact_denoiser_samples_ring8() {
         gmm.as_ref(),
         z1,
         &uniform_grid(512),
+        RowNoise::default(),
     )
     .unwrap();
     assert_eq!(out.nfe, 512);

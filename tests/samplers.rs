@@ -9,7 +9,7 @@ use fewstep::config::plugin_from_toml;
 use fewstep::denoiser::{Denoiser, Level};
 use fewstep::integrator::xvar_table::XVarTable;
 use fewstep::integrator::{
-    ddim_coeffs, ddim_step, ddim_step_rows, inv_ddim, inv_ddim_rows, Integrator, StepCtx,
+    ddim_coeffs, ddim_step, ddim_step_rows, inv_ddim, inv_ddim_rows, Integrator, RowNoise, StepCtx,
     TeacherStep,
 };
 use fewstep::registry;
@@ -463,7 +463,16 @@ fn flow_error(sch: &dyn Schedule, int: &dyn Integrator, steps: usize) -> (f64, u
     let den = gaussian(&dev);
     let z1 = normal(&dev, 256, 3);
     let exact = den.flow(sch, &z1.as_vec(), 1.0, 0.0);
-    let out = sample(&dev, sch, int, &den, z1, &uniform_grid(steps)).unwrap();
+    let out = sample(
+        &dev,
+        sch,
+        int,
+        &den,
+        z1,
+        &uniform_grid(steps),
+        RowNoise::default(),
+    )
+    .unwrap();
     let got = out.samples.as_vec();
     let mse = got
         .iter()
@@ -532,6 +541,7 @@ fn draw(int: &dyn Integrator, seed: u64, rows: usize, steps: usize) -> Vec<f32> 
         &gaussian(&dev),
         z1,
         &uniform_grid(steps),
+        RowNoise { seed, first_row: 0 },
     )
     .unwrap()
     .samples

@@ -1,5 +1,6 @@
-//! `fewstep reproduce samplers`: FD and SW2 against steps for every integrator, with the exact
-//! Gaussian-mixture denoiser (paper Figure 3 / A.4, without training error).
+//! `fewstep reproduce samplers`: FD and SW2 at matched numbers of denoiser evaluations (NFE) for
+//! every integrator, with the exact Gaussian-mixture denoiser (paper Figure 3 / A.4, without
+//! training error): a league table of integration error alone.
 
 use super::builtin_set;
 use super::{write_csv, write_text};
@@ -7,7 +8,7 @@ use crate::config::ConfigBuilder;
 use crate::data::builtin::make_set;
 use crate::data::DataArray;
 use crate::denoiser::{BuildCtx, DenoiserSpec};
-use crate::integrator::Integrator;
+use crate::integrator::{Integrator, RowNoise};
 use crate::metrics::Metrics;
 use crate::plot::{line_panels, Panel, Series};
 use crate::registry;
@@ -15,7 +16,7 @@ use crate::report::{fmt3, markdown_table};
 use crate::run::evaluate::Reference;
 use crate::sampling::sample;
 use crate::schedule::{uniform_grid, Schedule};
-use crate::tensor::{batch_from_vec, normal, seeded_device};
+use crate::tensor::{batch_from_vec, normal, seeded_device, Dev};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -32,10 +33,12 @@ pub struct SamplersConfig {
     pub reference_n: usize,
     /// Samples per (integrator, steps) cell.
     pub n: usize,
-    /// Seeds the reference rows and the initial noise (every cell samples the same z_1).
+    /// Seeds the reference rows, the initial noise (every cell samples the same z_1) and the
+    /// per-row noise of stochastic integrators.
     pub seed: u64,
-    /// Sampling steps, the tables' columns.
-    pub steps: Vec<usize>,
+    /// Denoiser-evaluation budgets, the tables' columns: each integrator takes the most steps
+    /// whose NFE fits the budget (a two-evaluation step takes about half as many).
+    pub nfe: Vec<usize>,
     /// Integrators to compare; empty: every registered integrator with its defaults.
     pub integrators: Vec<Box<dyn Integrator>>,
     /// The sampling schedule.
@@ -48,6 +51,8 @@ pub struct SamplersConfig {
 pub struct Row {
     pub dataset: String,
     pub integrator: String,
+    /// The column: the NFE budget this cell was given.
+    pub budget: usize,
     pub steps: usize,
     pub nfe: usize,
     pub metrics: Metrics,
@@ -62,8 +67,11 @@ pub fn load(preset: &str, config: Option<&Path>) -> Result<SamplersConfig> {
 /// Runs the comparison, writes `samplers.md`, `samplers.csv`, `samplers-fd.png`,
 /// `samplers-sw2.png` into `out`, and returns the markdown.
 pub fn run(cfg: &SamplersConfig, out: &Path) -> Result<String> {
+    if cfg.nfe.contains(&0) {
+        bail!("`nfe` budgets must be at least 1, got {:?}", cfg.nfe);
+    }
     let integrators = integrator_list(cfg)?;
-    let total: usize = cfg.datasets.len() * integrators.len() * cfg.steps.iter().sum::<usize>();
+    let total: usize = cfg.datasets.len() * integrators.len() * cfg.nfe.iter().sum::<usize>();
     let bar = crate::progress::bar(total as u64, "samplers");
     let mut rows = Vec::new();
     let mut floors = Vec::new();
@@ -83,27 +91,30 @@ pub fn run(cfg: &SamplersConfig, out: &Path) -> Result<String> {
         for integrator in &integrators {
             let label = integrator_label(integrator.as_ref())?;
             bar.set_message(format!("{name}/{label}"));
-            for &steps in &cfg.steps {
+            for &budget in &cfg.nfe {
+                let fits = |steps| -> Result<bool> {
+                    let z = batch_from_vec(&dev, z1[..dim].to_vec(), 1, dim);
+                    Ok(
+                        run_grid(&dev, cfg, integrator.as_ref(), denoiser.as_ref(), z, steps)?.nfe
+                            <= budget,
+                    )
+                };
+                let steps = steps_within(budget, fits)
+                    .with_context(|| format!("{label} with at most {budget} NFE on {name}"))?;
                 let z = batch_from_vec(&dev, z1.clone(), cfg.n, dim);
-                let s = sample(
-                    &dev,
-                    cfg.schedule.as_ref(),
-                    integrator.as_ref(),
-                    denoiser.as_ref(),
-                    z,
-                    &uniform_grid(steps),
-                )
-                .with_context(|| format!("{label} with {steps} steps on {name}"))?;
+                let s = run_grid(&dev, cfg, integrator.as_ref(), denoiser.as_ref(), z, steps)
+                    .with_context(|| format!("{label} with {steps} steps on {name}"))?;
                 let samples = DataArray::new(s.samples.as_vec(), vec![cfg.n, dim]);
                 let metrics = reference.score(&samples)?;
                 rows.push(Row {
                     dataset: name.clone(),
                     integrator: label.clone(),
+                    budget,
                     steps,
                     nfe: s.nfe,
                     metrics,
                 });
-                bar.inc(steps as u64);
+                bar.inc(budget as u64);
             }
         }
     }
@@ -113,6 +124,52 @@ pub fn run(cfg: &SamplersConfig, out: &Path) -> Result<String> {
     write_csv(out, "samplers.csv", &csv_rows(&rows))?;
     plot(out, cfg, &rows)?;
     Ok(md)
+}
+
+/// `steps` uniform steps of `integrator` from `z`, per-row noise from the config's seed.
+fn run_grid(
+    dev: &Dev,
+    cfg: &SamplersConfig,
+    integrator: &dyn Integrator,
+    denoiser: &dyn crate::denoiser::Denoiser,
+    z: crate::tensor::Batch,
+    steps: usize,
+) -> Result<crate::sampling::Sampled> {
+    let noise = RowNoise {
+        seed: cfg.seed,
+        first_row: 0,
+    };
+    let grid = uniform_grid(steps);
+    sample(
+        dev,
+        cfg.schedule.as_ref(),
+        integrator,
+        denoiser,
+        z,
+        &grid,
+        noise,
+    )
+}
+
+/// The most steps (at most `budget`, at least 1) for which `fits(steps)` holds; NFE grows with
+/// the steps, so a bisection finds it.
+fn steps_within(budget: usize, mut fits: impl FnMut(usize) -> Result<bool>) -> Result<usize> {
+    if fits(budget)? {
+        return Ok(budget);
+    }
+    let (mut lo, mut hi) = (1, budget);
+    if !fits(lo)? {
+        bail!("even one step costs more than {budget} NFE");
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
 }
 
 /// The integrators to compare: the configured list, or every registered integrator.
@@ -130,17 +187,21 @@ fn integrator_list(cfg: &SamplersConfig) -> Result<Vec<Box<dyn Integrator>>> {
         .collect()
 }
 
-/// `name` plus any settings, e.g. `addim(eta=0.5)`.
+/// `name` plus the settings that differ from its defaults, e.g. `addim(eta=0.5)`.
 fn integrator_label(i: &dyn Integrator) -> Result<String> {
-    let toml::Value::Table(t) = toml::Value::try_from(i)? else {
-        bail!("integrator config is not a table")
+    let table = |i: &dyn Integrator| match toml::Value::try_from(i)? {
+        toml::Value::Table(t) => Ok(t),
+        _ => bail!("integrator config is not a table"),
     };
-    let extra: Vec<String> = t
+    let name = i.typetag_name();
+    let defaults: Box<dyn Integrator> =
+        crate::config::plugin_from_toml(&format!("name = \"{name}\""))?;
+    let defaults = table(defaults.as_ref())?;
+    let extra: Vec<String> = table(i)?
         .iter()
-        .filter(|(k, _)| *k != "name")
+        .filter(|(k, v)| *k != "name" && defaults.get(*k) != Some(*v))
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let name = i.typetag_name();
     Ok(if extra.is_empty() {
         name.to_string()
     } else {
@@ -166,7 +227,8 @@ fn report(cfg: &SamplersConfig, rows: &[Row], floors: &[(String, Metrics)]) -> S
     let mut md = String::from("# Samplers with the exact denoiser (paper Figure 3 / A.4)\n\n");
     md.push_str(&format!(
         "Exact Gaussian-mixture denoiser, `{}` schedule, uniform grid, {} samples per cell from shared noise (seed {}), \
-         reference {} exact samples. \"exact samples\" is the floor set by sampling noise alone.\n\n",
+         reference {} exact samples. Columns are denoiser evaluations (NFE) per sample: each integrator takes the most \
+         steps that fit (see the last table). \"exact samples\" is the floor set by sampling noise alone.\n\n",
         cfg.schedule.typetag_name(),
         cfg.n,
         cfg.seed,
@@ -178,23 +240,23 @@ fn report(cfg: &SamplersConfig, rows: &[Row], floors: &[(String, Metrics)]) -> S
     ] {
         for (name, floor) in floors {
             md.push_str(&format!(
-                "## {metric} on {name} (lower is better; columns are steps)\n\n"
+                "## {metric} on {name} (lower is better; columns are NFE)\n\n"
             ));
             let mut header = vec!["integrator".to_string()];
-            header.extend(cfg.steps.iter().map(|s| s.to_string()));
-            let mut table = step_table(cfg, rows, name, |r| fmt3(pick(&r.metrics)));
+            header.extend(cfg.nfe.iter().map(|s| s.to_string()));
+            let mut table = budget_table(cfg, rows, name, |r| fmt3(pick(&r.metrics)));
             let mut floor_line = vec!["exact samples".to_string(), fmt3(pick(floor))];
-            floor_line.extend(cfg.steps.iter().skip(1).map(|_| String::new()));
+            floor_line.extend(cfg.nfe.iter().skip(1).map(|_| String::new()));
             table.push(floor_line);
             md.push_str(&markdown_table(&header, &table));
             md.push('\n');
         }
     }
     if let Some((first, _)) = floors.first() {
-        md.push_str("## Denoiser evaluations (NFE) per sample\n\n");
+        md.push_str("## Steps taken within each NFE budget (NFE used)\n\n");
         let mut header = vec!["integrator".to_string()];
-        header.extend(cfg.steps.iter().map(|s| s.to_string()));
-        let table = step_table(cfg, rows, first, |r| r.nfe.to_string());
+        header.extend(cfg.nfe.iter().map(|s| s.to_string()));
+        let table = budget_table(cfg, rows, first, |r| format!("{} ({})", r.steps, r.nfe));
         md.push_str(&markdown_table(&header, &table));
     }
     md
@@ -211,8 +273,8 @@ fn integrator_labels<'a>(rows: &'a [Row], dataset: &str) -> Vec<&'a str> {
     labels
 }
 
-/// One line per integrator, one cell per step count, each cell `cell(row)`.
-fn step_table(
+/// One line per integrator, one cell per NFE budget, each cell `cell(row)`.
+fn budget_table(
     cfg: &SamplersConfig,
     rows: &[Row],
     dataset: &str,
@@ -222,9 +284,9 @@ fn step_table(
         .into_iter()
         .map(|label| {
             let mut line = vec![format!("`{label}`")];
-            line.extend(cfg.steps.iter().map(|&st| {
+            line.extend(cfg.nfe.iter().map(|&b| {
                 rows.iter()
-                    .find(|r| r.dataset == dataset && r.integrator == label && r.steps == st)
+                    .find(|r| r.dataset == dataset && r.integrator == label && r.budget == b)
                     .map(&cell)
                     .unwrap_or_default()
             }));
@@ -273,7 +335,7 @@ fn plot(out: &Path, cfg: &SamplersConfig, rows: &[Row]) -> Result<()> {
                 let labels = integrator_labels(rows, name);
                 Panel {
                     title: format!("{} on {name}", metric.to_uppercase()),
-                    x_label: "steps".into(),
+                    x_label: "NFE".into(),
                     y_label: metric.to_uppercase(),
                     log_x: true,
                     log_y: true,
@@ -284,7 +346,7 @@ fn plot(out: &Path, cfg: &SamplersConfig, rows: &[Row]) -> Result<()> {
                             points: rows
                                 .iter()
                                 .filter(|r| &r.dataset == name && r.integrator == l)
-                                .map(|r| (r.steps as f64, pick(&r.metrics)))
+                                .map(|r| (r.nfe as f64, pick(&r.metrics)))
                                 .collect(),
                         })
                         .collect(),

@@ -4,7 +4,7 @@
 
 use crate::data::{Loader, LoaderConfig};
 use crate::denoiser::NetCtx;
-use crate::integrator::Integrator;
+use crate::integrator::{Integrator, RowNoise};
 use crate::sampling;
 use crate::schedule::uniform_grid;
 use crate::tensor::{normal, seeded_device};
@@ -88,6 +88,10 @@ pub fn sample_rate(
             denoiser.as_ref(),
             z.clone(),
             &grid,
+            RowNoise {
+                seed: cfg.seed,
+                first_row: 0,
+            },
         )
     };
     let nfe = run()?.nfe;

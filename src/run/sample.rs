@@ -5,7 +5,7 @@ use crate::checkpoint::{self, Meta};
 use crate::config::{to_toml, ConfigBuilder, Overrides};
 use crate::data::{self, Attrs, DataArray};
 use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec};
-use crate::integrator::{Integrator, StepCtx};
+use crate::integrator::{Integrator, RowNoise, StepCtx};
 use crate::sampling;
 use crate::schedule::{uniform_grid, Schedule};
 use crate::tensor::{batch_from_vec, normal, seeded_device, Dev};
@@ -152,9 +152,14 @@ pub fn sample(cfg: &SampleConfig) -> Result<Sampled> {
     let bar = crate::progress::bar(cfg.n as u64, "sampling");
     let mut values = Vec::with_capacity(cfg.n * dim);
     let mut nfe = 0;
-    for chunk in z1.chunks(cfg.batch * dim) {
+    for (i, chunk) in z1.chunks(cfg.batch * dim).enumerate() {
         let rows = chunk.len() / dim;
         let z = batch_from_vec(&ready.dev, chunk.to_vec(), rows, dim);
+        // Per-row noise streams named by the row's index: the same samples at any --batch.
+        let noise = RowNoise {
+            seed: cfg.seed,
+            first_row: (i * cfg.batch) as u64,
+        };
         let s = sampling::sample(
             &ready.dev,
             cfg.schedule.as_ref(),
@@ -162,6 +167,7 @@ pub fn sample(cfg: &SampleConfig) -> Result<Sampled> {
             ready.denoiser.as_ref(),
             z,
             &grid,
+            noise,
         )?;
         nfe = s.nfe;
         values.extend(s.samples.as_vec());
@@ -202,7 +208,11 @@ pub fn trajectories(cfg: &SampleConfig, points: usize) -> Result<Vec<Vec<(f64, f
         .chunks(dim)
         .map(|row| vec![(row[0] as f64, 1.0)])
         .collect();
-    let mut ctx = StepCtx::new(&ready.dev, cfg.schedule.as_ref(), ready.denoiser.as_ref());
+    let mut ctx = StepCtx::new(&ready.dev, cfg.schedule.as_ref(), ready.denoiser.as_ref())
+        .with_noise(RowNoise {
+            seed: cfg.seed,
+            first_row: 0,
+        });
     let steps = sampling::trajectory(
         &mut ctx,
         cfg.integrator.as_ref(),

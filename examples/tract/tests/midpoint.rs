@@ -4,7 +4,7 @@
 
 use fewstep::config::plugin_from_toml;
 use fewstep::data::Mixture;
-use fewstep::integrator::Integrator;
+use fewstep::integrator::{Integrator, RowNoise};
 use fewstep::plugins::gmm::GmmDenoiser;
 use fewstep::sampling::sample;
 use fewstep::schedule::Schedule;
@@ -48,7 +48,16 @@ fn error(integrator: &dyn Integrator, steps: usize) -> (f64, usize) {
         .collect();
     let z = normal(&dev, 256, 2);
     let want = exact_flow(sch.as_ref(), &z.as_vec(), t0, t1);
-    let out = sample(&dev, sch.as_ref(), integrator, &gmm, z, &grid).unwrap();
+    let out = sample(
+        &dev,
+        sch.as_ref(),
+        integrator,
+        &gmm,
+        z,
+        &grid,
+        RowNoise::default(),
+    )
+    .unwrap();
     let err = out
         .samples
         .as_vec()
@@ -110,7 +119,16 @@ fn error_of(integrator: &dyn Integrator) -> anyhow::Error {
     let mixture = Mixture::new(vec![1.0], MEAN.to_vec(), vec![STD], 2).unwrap();
     let gmm = GmmDenoiser::new(&dev, &mixture);
     let z = normal(&dev, 4, 2);
-    match sample(&dev, sch.as_ref(), integrator, &gmm, z, &[1.0, 0.0]) {
+    let grid = [1.0, 0.0];
+    match sample(
+        &dev,
+        sch.as_ref(),
+        integrator,
+        &gmm,
+        z,
+        &grid,
+        RowNoise::default(),
+    ) {
         Ok(_) => panic!("expected an error"),
         Err(e) => e,
     }

@@ -277,12 +277,13 @@ fn csv_records(path: &Path) -> Vec<Vec<String>> {
 fn reproduce_samplers_writes_csv_that_a_standard_reader_parses() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("samplers.toml");
-    // aDDIM's label holds a comma and quotes: addim(eta=0.75,variance="analytic").
+    // A sampler's label lists its settings that differ from the defaults; this aDDIM's holds a
+    // comma and quotes: addim(eta=0.5,variance="exact").
     std::fs::write(
         &cfg,
-        "datasets = [\"ring8\"]\nreference_n = 500\nn = 500\nsteps = [1, 2]\n\
+        "datasets = [\"ring8\"]\nreference_n = 500\nn = 500\nnfe = [1, 2]\n\
          [[integrators]]\nname = \"ddim\"\n[[integrators]]\nname = \"addim\"\n\
-         [[integrators]]\nname = \"addim\"\neta = 0.5\n",
+         [[integrators]]\nname = \"addim\"\neta = 0.5\nvariance = \"exact\"\n",
     )
     .unwrap();
     let out = dir.path().join("out");
@@ -309,18 +310,8 @@ fn reproduce_samplers_writes_csv_that_a_standard_reader_parses() {
         ]
     );
     let labels: Vec<&str> = records[1..].iter().map(|r| r[1].as_str()).collect();
-    let addim = |eta: &str| format!("addim(eta={eta},variance=\"analytic\")");
-    assert_eq!(
-        labels,
-        [
-            "ddim",
-            "ddim",
-            &addim("0.75"),
-            &addim("0.75"),
-            &addim("0.5"),
-            &addim("0.5")
-        ]
-    );
+    let exact = "addim(eta=0.5,variance=\"exact\")";
+    assert_eq!(labels, ["ddim", "ddim", "addim", "addim", exact, exact]);
     for r in &records[1..] {
         assert_eq!(r[0], "ring8");
         assert!(md.contains(&r[1]), "{} not in\n{md}", r[1]);

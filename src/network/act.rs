@@ -3,6 +3,7 @@
 //! `expf`/`tanhf` were 4% of an mlp step and 23% of a uvit step).
 
 use super::simd::vectorised;
+#[cfg(not(feature = "cuda"))]
 use std::mem::MaybeUninit;
 
 /// A layer's activation.

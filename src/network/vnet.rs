@@ -6,6 +6,7 @@ use crate::denoiser::{Denoiser, Level};
 use crate::tensor::{Batch, Coef, Dev};
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
+use rayon::prelude::*;
 
 /// Width of the log-SNR embedding [`logsnr_features`] produces.
 pub const FEATURES: usize = 32;
@@ -46,14 +47,17 @@ pub fn logsnr_features(
     let freqs: Vec<f64> = (0..half)
         .map(|k| 200f64.powf(k as f64 / (half - 1) as f64))
         .collect();
-    let mut out = Vec::with_capacity(batch * FEATURES);
-    for l in lambdas {
-        let u = l.clamp(-LOGSNR_CLIP, LOGSNR_CLIP) / LOGSNR_CLIP;
-        for w in &freqs {
-            out.push((w * u).sin() as f32);
-            out.push((w * u).cos() as f32);
-        }
-    }
+    // Rows in parallel (f64 sin and cos, ~0.4 ms a step on one core at batch 1024).
+    let mut out = vec![0.0f32; batch * FEATURES];
+    out.par_chunks_mut(FEATURES)
+        .zip(lambdas.par_iter())
+        .for_each(|(row, &l)| {
+            let u = l.clamp(-LOGSNR_CLIP, LOGSNR_CLIP) / LOGSNR_CLIP;
+            for (pair, w) in row.chunks_exact_mut(2).zip(&freqs) {
+                pair[0] = (w * u).sin() as f32;
+                pair[1] = (w * u).cos() as f32;
+            }
+        });
     dev.tensor_from_vec(out, (batch, Const::<FEATURES>))
 }
 
@@ -80,17 +84,30 @@ impl<M: VNet> VModel<M> {
         let cond = logsnr_features(&self.dev, &level.logsnr, rows);
         let (z, tape) = z.split_tape();
         let v = self.net.v(z.clone().put_tape(tape), cond);
-        let minus_sigma_v = match &level.sigma {
-            Coef::Scalar(s) => v * (-*s as f32),
-            Coef::Rows(r) => {
-                v * r
-                    .tensor()
-                    .clone()
-                    .negate()
-                    .broadcast_like::<_, Axis<1>>(&(rows, dim))
-            }
-        };
-        Ok(minus_sigma_v + level.alpha.scale(z))
+        #[cfg(not(feature = "cuda"))]
+        {
+            // One fused op on the CPU (the same bits as the ops below).
+            let per_row = |c: &Coef, sign: f32| match c {
+                Coef::Scalar(s) => vec![sign * *s as f32; rows],
+                Coef::Rows(r) => r.host().iter().map(|&x| sign * x).collect(),
+            };
+            let (minus_sigma, alpha) = (per_row(&level.sigma, -1.0), per_row(&level.alpha, 1.0));
+            Ok(super::fused::v_to_x(v, &z, minus_sigma, &alpha))
+        }
+        #[cfg(feature = "cuda")]
+        {
+            let minus_sigma_v = match &level.sigma {
+                Coef::Scalar(s) => v * (-*s as f32),
+                Coef::Rows(r) => {
+                    v * r
+                        .tensor()
+                        .clone()
+                        .negate()
+                        .broadcast_like::<_, Axis<1>>(&(rows, dim))
+                }
+            };
+            Ok(minus_sigma_v + level.alpha.scale(z))
+        }
     }
 }
 

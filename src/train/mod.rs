@@ -12,6 +12,7 @@
 //! (`log.jsonl`); [`train`] walks the steps and writes checkpoints.
 
 pub mod log;
+pub mod lr;
 mod rounds;
 pub mod setup;
 pub mod step;
@@ -47,10 +48,17 @@ pub struct TrainConfig {
     pub batch: usize,
     /// Seeds the initial weights, the batch order and every step's times and noise.
     pub seed: u64,
-    /// Peak learning rate, reached linearly over `warmup` steps, then constant.
+    /// Peak learning rate, reached linearly over `warmup` steps, then as `lr_decay` says.
     pub lr: f64,
     /// Steps of the linear learning-rate warm-up.
     pub warmup: u64,
+    /// After the warm-up: `constant`, or a `linear` or `cosine` decay to `lr_final` x `lr` at the
+    /// last step (planned over `steps`: extending a run re-plans the rest of it).
+    #[serde(default)]
+    pub lr_decay: lr::LrDecay,
+    /// The learning rate at the last step as a fraction of `lr`, for a decay (0 to 1).
+    #[serde(default = "default_lr_final")]
+    pub lr_final: f64,
     /// AdamW's first-moment decay.
     pub beta1: f64,
     /// AdamW's second-moment decay.
@@ -90,6 +98,10 @@ pub struct TrainConfig {
     pub objective: Box<dyn DistillObjective>,
 }
 
+fn default_lr_final() -> f64 {
+    0.1
+}
+
 impl TrainConfig {
     /// Multiplies the run's length by `factor`: `steps`, `checkpoint_every` and the objective's
     /// iteration counts ([`DistillObjective::scale_iterations`]), each at least 1.
@@ -99,9 +111,16 @@ impl TrainConfig {
         self.objective.scale_iterations(factor);
     }
 
-    /// Learning rate of step `step` (0-based): linear warm-up, then constant.
+    /// Learning rate of step `step` (0-based): linear warm-up, then `lr_decay`.
     pub fn lr_at(&self, step: u64) -> f64 {
-        self.lr * ((step + 1) as f64 / self.warmup.max(1) as f64).min(1.0)
+        lr::lr_at(
+            self.lr,
+            self.warmup,
+            self.lr_decay,
+            self.lr_final,
+            step,
+            self.steps,
+        )
     }
 
     /// EMA decay after step `step`: short memory early, so the EMA tracks the first fast progress.
@@ -122,6 +141,12 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
             return bad("ema_decay must lie in [0, 1)");
+        }
+        if !(0.0..=1.0).contains(&self.lr_final) {
+            return bad(&format!(
+                "lr_final must lie in [0, 1] (got {})",
+                self.lr_final
+            ));
         }
         if self.checkpoint_every == 0 || self.log_every == 0 {
             return bad("checkpoint_every and log_every must be positive");

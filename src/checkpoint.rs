@@ -111,11 +111,21 @@ pub fn load(path: &Path, parts: &[&str]) -> Result<Checkpoint> {
                 view.dtype()
             );
         }
-        let values = view
+        let values: Vec<f32> = view
             .data()
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        // A NaN or infinity in the weights would sample NaN everywhere without a word.
+        if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+            let count = values.iter().filter(|v| !v.is_finite()).count();
+            bail!(
+                "{}: tensor `{name}` holds {count} non-finite value(s) (the first, {}, at flat \
+                 index {at}): the file is damaged or the run diverged; use an earlier checkpoint",
+                path.display(),
+                values[at]
+            );
+        }
         let shape = view.shape().to_vec();
         state.insert(name, HostTensor { shape, values });
     }

@@ -248,3 +248,59 @@ fn bench_sample_reports_network_evaluations_per_second() {
     let e = err(&["bench", "sample", "--dim", "3", "--integrator", "nope"]);
     assert!(e.contains("nope") && e.contains("addim"), "{e}");
 }
+
+/// A checkpoint with one NaN in its EMA weights is refused at load, naming the file and the
+/// tensor, and is left as it was (it would otherwise sample NaN everywhere with rc 0).
+#[test]
+fn a_checkpoint_with_a_non_finite_weight_is_refused_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = ring8(dir.path(), 256);
+    let run = dir.path().join("run");
+    ok(&[
+        "train",
+        "--data",
+        p(&data),
+        "--steps",
+        "2",
+        "--batch",
+        "16",
+        "--out",
+        p(&run),
+    ]);
+    let ckpt = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| f.extension().is_some_and(|e| e == "safetensors"))
+        .unwrap();
+    // Put a NaN in the middle of one EMA tensor: the header is an 8-byte length, then JSON
+    // with each tensor's byte offsets into the data after it.
+    let mut bytes = std::fs::read(&ckpt).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let name = "ema.hidden.0.weight";
+    let offsets = &header[name]["data_offsets"];
+    let start = 8 + n + offsets[0].as_u64().unwrap() as usize;
+    let end = 8 + n + offsets[1].as_u64().unwrap() as usize;
+    let at = start + ((end - start) / 8) * 4;
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&ckpt, &bytes).unwrap();
+    let msg = err(&[
+        "sample",
+        "--checkpoint",
+        p(&run),
+        "--n",
+        "10",
+        "--out",
+        p(&dir.path().join("s.h5")),
+    ]);
+    assert!(
+        msg.contains(name) && msg.contains("non-finite") && msg.contains(&*ckpt.to_string_lossy()),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        bytes,
+        "the checkpoint changed"
+    );
+    assert!(!dir.path().join("s.h5").exists());
+}

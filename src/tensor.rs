@@ -96,6 +96,14 @@ impl Coef {
         }
     }
 
+    /// The coefficient as one f32 per row of a batch of `batch` rows, on the host.
+    pub fn host_f32(&self, batch: usize) -> Vec<f32> {
+        match self {
+            Coef::Scalar(c) => vec![*c as f32; batch],
+            Coef::Rows(r) => r.host.to_vec(),
+        }
+    }
+
     /// The coefficient as one value per row of a batch of `batch` rows.
     pub fn to_rows(&self, dev: &Dev, batch: usize) -> Rows {
         match self {
@@ -103,6 +111,16 @@ impl Coef {
             Coef::Rows(r) => r.tensor.clone(),
         }
     }
+}
+
+/// The values of `t` in row-major order, as one copy of its buffer: dfdx's `as_vec` walks a
+/// strided iterator element by element (5% of an mlp step). A tensor that is not laid out
+/// row-major (broadcast, permuted) is first made so by dfdx's reshape, which copies only then.
+pub fn host_values<S: Shape>(t: &Tensor<S, f32, Dev>) -> Vec<f32> {
+    let dense = t.clone().reshape_like(t.shape());
+    let mut values = vec![0.0; t.shape().num_elements()];
+    dense.copy_into(&mut values);
+    values
 }
 
 /// Squared L2 norm of each row: `[batch, dim] -> [batch]`.

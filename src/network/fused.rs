@@ -6,23 +6,13 @@
 
 use super::act::{self, Act};
 use super::simd::vectorised;
-use crate::tensor::Dev;
+use crate::tensor::{host_values, Dev};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Elements per parallel task of the elementwise passes.
 const CHUNK: usize = 1 << 14;
-
-/// The values of `t` in row-major order, as one copy of its buffer: dfdx's `as_vec` walks a
-/// strided iterator element by element (5% of an mlp step). A tensor that is not laid out
-/// row-major (broadcast, permuted) is first made so by dfdx's reshape, which copies only then.
-fn host_values<S: Shape>(t: &Tensor<S, f32, Dev>) -> Vec<f32> {
-    let dense = t.clone().reshape_like(t.shape());
-    let mut values = vec![0.0; t.shape().num_elements()];
-    dense.copy_into(&mut values);
-    values
-}
 
 /// The transpose of the row-major `rows x cols` matrix `m`, as a row-major `cols x rows` one.
 /// Each task fills 16 output rows, reading m row by row (16 contiguous values each) and writing

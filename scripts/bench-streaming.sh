@@ -10,17 +10,19 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 "$new" data make gmm64 --n 100000 --seed 0 --out "$dir/gmm64.h5" >/dev/null 2>&1
 "$new" data make gmm64 --n 20000 --seed 1 --out "$dir/ref.h5" >/dev/null 2>&1
-# "label seconds maxrss_MB" of one command.
+# "label wall cpu_seconds maxrss_MB" of one command (CPU = user + system, steadier than wall on a
+# shared machine).
 measure() {
     local label=$1
     shift
     /usr/bin/time -v "$@" >"$dir/stdout" 2>"$dir/time"
-    local wall rss
+    local wall cpu rss
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$dir/time")
+    cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$dir/time")
     rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2 / 1024}' "$dir/time")
-    printf '%-12s %10s %8s MB\n' "$label" "$wall" "$rss"
+    printf '%-12s %10s %8s s %8s MB\n' "$label" "$wall" "$cpu" "$rss"
 }
-printf '%-12s %10s %11s\n' run wall max_rss
+printf '%-12s %10s %10s %11s\n' run wall cpu max_rss
 for r in $(seq 1 "$rounds"); do
     for who in old new; do
         bin=${!who}

@@ -13,6 +13,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
+pub use stream::{evaluate_stream, RowSource, SW_PASS_BYTES};
+
+mod stream;
+
 /// Number of projection directions of [`sw2`].
 pub const SW_DIRECTIONS: usize = 256;
 /// Seed of [`sw2`]'s directions: fixed, so values are comparable across runs and files.
@@ -279,27 +283,44 @@ fn w2sq_sorted(a: &[f64], b: &[f64]) -> f64 {
 /// log-sum-exp over components.
 pub fn nll(samples: &DataArray, mixture: &Mixture) -> Result<f64> {
     check_mixture(samples, mixture)?;
+    let log_norm = log_norms(mixture);
+    let per_row: Vec<f64> = samples
+        .values
+        .par_chunks_exact(mixture.dim)
+        .map(|x| row_nll(x, mixture, &log_norm))
+        .collect();
+    Ok(per_row.iter().sum::<f64>() / per_row.len() as f64)
+}
+
+/// ln(w_k) - d/2 ln(2 pi s_k^2) per component k: the row-independent part of its log-density.
+fn log_norms(mixture: &Mixture) -> Vec<f64> {
     let d = mixture.dim as f64;
-    let log_norm: Vec<f64> = (0..mixture.components())
+    (0..mixture.components())
         .map(|k| {
             let s = mixture.stds[k];
             mixture.weights[k].ln() - 0.5 * d * (2.0 * std::f64::consts::PI * s * s).ln()
         })
-        .collect();
-    let per_row: Vec<f64> = samples
-        .values
-        .par_chunks_exact(mixture.dim)
-        .map(|x| {
-            let logp: Vec<f64> = (0..mixture.components())
-                .map(|k| {
-                    let s = mixture.stds[k];
-                    log_norm[k] - sq_dist(x, mixture.mean(k)) / (2.0 * s * s)
-                })
-                .collect();
-            -log_sum_exp(&logp)
+        .collect()
+}
+
+/// Exact negative log-likelihood of one row under `mixture` (`log_norm` from [`log_norms`]).
+fn row_nll(x: &[f32], mixture: &Mixture, log_norm: &[f64]) -> f64 {
+    let logp: Vec<f64> = (0..mixture.components())
+        .map(|k| {
+            let s = mixture.stds[k];
+            log_norm[k] - sq_dist(x, mixture.mean(k)) / (2.0 * s * s)
         })
         .collect();
-    Ok(per_row.iter().sum::<f64>() / per_row.len() as f64)
+    -log_sum_exp(&logp)
+}
+
+/// The component whose mean is nearest (Euclidean) to row `x`.
+fn nearest_mode(x: &[f32], mixture: &Mixture) -> usize {
+    (0..mixture.components())
+        .map(|k| sq_dist(x, mixture.mean(k)))
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(0, |(k, _)| k)
 }
 
 /// Mode coverage: KL(w || q), w the mixture weights and q_k the share of samples whose nearest
@@ -310,28 +331,28 @@ pub fn mode_kl(samples: &DataArray, mixture: &Mixture) -> Result<f64> {
     let nearest: Vec<usize> = samples
         .values
         .par_chunks_exact(mixture.dim)
-        .map(|x| {
-            (0..mixture.components())
-                .map(|k| sq_dist(x, mixture.mean(k)))
-                .enumerate()
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-                .map_or(0, |(k, _)| k)
-        })
+        .map(|x| nearest_mode(x, mixture))
         .collect();
     let mut counts = vec![0usize; mixture.components()];
     nearest.iter().for_each(|&k| counts[k] += 1);
+    Ok(kl_of_counts(&counts, mixture))
+}
+
+/// [`mode_kl`] from the number of samples nearest to each mode.
+fn kl_of_counts(counts: &[usize], mixture: &Mixture) -> f64 {
+    let rows: usize = counts.iter().sum();
     let q: Vec<f64> = counts
         .iter()
-        .map(|&c| (c as f64 / samples.rows() as f64).max(MODE_FLOOR))
+        .map(|&c| (c as f64 / rows as f64).max(MODE_FLOOR))
         .collect();
     let total: f64 = q.iter().sum();
-    Ok(mixture
+    mixture
         .weights
         .iter()
         .zip(&q)
         .filter(|(w, _)| **w > 0.0)
         .map(|(w, q)| w * (w * total / q).ln())
-        .sum())
+        .sum()
 }
 
 fn sq_dist(x: &[f32], mu: &[f64]) -> f64 {
@@ -350,20 +371,25 @@ fn log_sum_exp(v: &[f64]) -> f64 {
 }
 
 fn check_pair(samples: &DataArray, reference: &DataArray) -> Result<()> {
-    if samples.row_dim() != reference.row_dim() {
+    check_shapes(&samples.shape, &reference.shape)
+}
+
+fn check_shapes(samples: &[usize], reference: &[usize]) -> Result<()> {
+    let row_dim = |s: &[usize]| s[1..].iter().product::<usize>();
+    if row_dim(samples) != row_dim(reference) {
         bail!(
             "dimension mismatch: samples have rows of size {} (shape {:?}), the reference {} (shape {:?})",
-            samples.row_dim(),
-            samples.shape,
-            reference.row_dim(),
-            reference.shape
+            row_dim(samples),
+            samples,
+            row_dim(reference),
+            reference
         );
     }
-    if samples.rows() == 0 || reference.rows() == 0 || samples.row_dim() == 0 {
+    if samples[0] == 0 || reference[0] == 0 || row_dim(samples) == 0 {
         bail!(
             "cannot compare empty sets (samples shape {:?}, reference shape {:?})",
-            samples.shape,
-            reference.shape
+            samples,
+            reference
         );
     }
     Ok(())

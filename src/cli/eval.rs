@@ -2,7 +2,7 @@
 
 use crate::data::DataArray;
 use crate::metrics::{Metrics, SW_DIRECTIONS};
-use crate::run::evaluate::{read_dataset, Reference};
+use crate::run::evaluate::{open_dataset, Reference};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 
@@ -19,9 +19,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let samples = read_dataset(&a.samples, "samples")?;
+    let samples = open_dataset(&a.samples, "samples")?;
     let reference = Reference::read(&a.reference)?;
-    let m = reference.score(&samples).with_context(|| {
+    let m = reference.score_file(&samples).with_context(|| {
         format!(
             "cannot compare {} with {}",
             a.samples.display(),
@@ -31,12 +31,12 @@ pub fn run(a: Args) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(&m)?);
     } else {
-        print!("{}", table(&a, &samples, &reference.data, &m));
+        print!("{}", table(&a, samples.shape(), &reference.data, &m));
     }
     Ok(())
 }
 
-fn table(a: &Args, samples: &DataArray, reference: &DataArray, m: &Metrics) -> String {
+fn table(a: &Args, samples: &[usize], reference: &DataArray, m: &Metrics) -> String {
     // Six decimals, or three significant digits for small nonzero values (a good mode KL is ~1e-4).
     let num = |v: f64| {
         if v != 0.0 && v.abs() < 1e-3 {
@@ -71,8 +71,8 @@ fn table(a: &Args, samples: &DataArray, reference: &DataArray, m: &Metrics) -> S
     let mut out = format!(
         "samples    {} (n = {}, d = {})\nreference  {} (n = {}, d = {})\n\n",
         a.samples.display(),
-        samples.rows(),
-        samples.row_dim(),
+        samples[0],
+        samples[1..].iter().product::<usize>(),
         a.reference.display(),
         reference.rows(),
         reference.row_dim()

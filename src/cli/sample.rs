@@ -1,7 +1,7 @@
 //! `fewstep sample`: draw samples with any schedule, integrator and denoiser.
 
 use crate::config::Overrides;
-use crate::run::sample::{sample, SampleConfig};
+use crate::run::sample::{sample_to_file, SampleConfig};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -67,7 +67,7 @@ impl Args {
 
 pub fn run(a: Args) -> Result<()> {
     let cfg = SampleConfig::resolve(a.config.as_deref(), &a.overrides())?;
-    let done = sample(&cfg)?;
+    let done = sample_to_file(&cfg)?;
     eprintln!(
         "wrote {} samples ({} NFE each) to {}",
         cfg.n,

@@ -35,6 +35,14 @@ impl DataArray {
 
 /// Reads all of `/data` as float32 (uint8 scaled to [-1, 1]), refusing NaN or Inf.
 pub fn read_data(path: &Path) -> Result<DataArray> {
+    let ds = open_data(path)?;
+    let shape = ds.shape();
+    let values = read_rows(&ds, 0..shape[0])?;
+    Ok(DataArray { values, shape })
+}
+
+/// Opens `/data` of `path`, checking it is `[N, ...]` with at least 2 dimensions.
+pub fn open_data(path: &Path) -> Result<hdf5::Dataset> {
     let file = hdf5::File::open(path)
         .with_context(|| format!("cannot open HDF5 file {}", path.display()))?;
     let ds = file.dataset("data").with_context(|| {
@@ -48,26 +56,78 @@ pub fn read_data(path: &Path) -> Result<DataArray> {
             shape
         );
     }
+    Ok(ds)
+}
+
+/// Rows `rows` of a `/data` opened by [`open_data`] as float32 (uint8 scaled to [-1, 1]),
+/// refusing NaN or Inf (flat indices in the error count from the file's first row).
+pub fn read_rows(ds: &hdf5::Dataset, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
+    let shape = ds.shape();
+    let name = ds.filename();
+    if rows.end > shape[0] {
+        bail!(
+            "{name}: `/data` has {} rows; rows {rows:?} were asked for",
+            shape[0]
+        );
+    }
+    let mut sel = vec![hdf5::SliceOrIndex::from(rows.clone())];
+    sel.extend((1..shape.len()).map(|_| hdf5::SliceOrIndex::from(..)));
+    let sel = hdf5::Hyperslab::from(sel);
     let values: Vec<f32> = match ds.dtype()?.to_descriptor()? {
-        TypeDescriptor::Float(_) => ds.read_raw::<f32>()?,
+        TypeDescriptor::Float(_) => {
+            ds.read_slice::<f32, _, ndarray::IxDyn>(sel)?
+                .into_raw_vec_and_offset()
+                .0
+        }
         TypeDescriptor::Unsigned(hdf5::types::IntSize::U1) => ds
-            .read_raw::<u8>()?
+            .read_slice::<u8, _, ndarray::IxDyn>(sel)?
             .into_iter()
             .map(|v| v as f32 / 127.5 - 1.0)
             .collect(),
         other => bail!(
-            "{}: `/data` has dtype {other:?}; supported are float32/float64 and uint8 (images)",
-            path.display()
+            "{name}: `/data` has dtype {other:?}; supported are float32/float64 and uint8 (images)"
         ),
     };
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        let row_dim: usize = shape[1..].iter().product();
         bail!(
-            "{}: `/data` holds a non-finite value ({}) at flat index {i}; clean the file first",
-            path.display(),
-            values[i]
+            "{name}: `/data` holds a non-finite value ({}) at flat index {}; clean the file first",
+            values[i],
+            rows.start * row_dim + i
         );
     }
-    Ok(DataArray { values, shape })
+    Ok(values)
+}
+
+/// `/data` of a file, open for reading a block of rows at a time (memory O(block), not O(N)).
+pub struct DataFile {
+    ds: hdf5::Dataset,
+    shape: Vec<usize>,
+}
+
+impl DataFile {
+    /// Opens `/data` of `path` (see [`open_data`]).
+    pub fn open(path: &Path) -> Result<Self> {
+        let ds = open_data(path)?;
+        let shape = ds.shape();
+        Ok(DataFile { ds, shape })
+    }
+    /// Shape of `/data`, `[N, ...]`.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    /// Number of rows N.
+    pub fn rows(&self) -> usize {
+        self.shape[0]
+    }
+    /// Flattened size of one row.
+    pub fn row_dim(&self) -> usize {
+        self.shape[1..].iter().product()
+    }
+    /// Rows `rows` as float32 (see [`read_rows`]).
+    pub fn read(&self, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        read_rows(&self.ds, rows)
+    }
 }
 
 /// Writes `/data` (float32) with string attributes, replacing `path` atomically.

@@ -13,6 +13,6 @@ pub mod set;
 pub mod source;
 pub mod write;
 
-pub use h5::{read_data, write_data, Attrs, DataArray};
+pub use h5::{open_data, read_data, read_rows, write_data, Attrs, DataArray, DataFile};
 pub use loader::{BatchValues, HostBatch, Loader, LoaderConfig};
 pub use mixture::Mixture;

@@ -1,8 +1,8 @@
 //! Scoring samples (`fewstep eval`, the reproductions): a reference set read once, then FD,
 //! sliced W2 and, for mixtures, NLL and mode KL of any samples against it.
 
-use crate::data::{read_data, DataArray, Mixture};
-use crate::metrics::{evaluate, Metrics};
+use crate::data::{read_data, DataArray, DataFile, Mixture};
+use crate::metrics::{evaluate, evaluate_stream, Metrics};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -25,6 +25,21 @@ impl Reference {
     pub fn score(&self, samples: &DataArray) -> Result<Metrics> {
         evaluate(samples, &self.data, self.mixture.as_ref())
     }
+
+    /// The metrics of the samples in `samples` (`/data`), read a block of rows at a time: memory
+    /// O(block) + O(d^2) + one SW2 pass's projections (see [`evaluate_stream`]).
+    pub fn score_file(&self, samples: &DataFile) -> Result<Metrics> {
+        evaluate_stream(samples, &self.data, self.mixture.as_ref())
+    }
+}
+
+/// `/data` of `path` opened for reading a block at a time, or an error saying which input
+/// (`what`) is missing or unreadable.
+pub fn open_dataset(path: &Path, what: &str) -> Result<DataFile> {
+    if !path.is_file() {
+        bail!("{what} file {} does not exist", path.display());
+    }
+    DataFile::open(path).with_context(|| format!("cannot read the {what}"))
 }
 
 /// The `/data` of `path`, or an error saying which input (`what`) is missing or unreadable.

@@ -3,7 +3,8 @@
 
 use crate::checkpoint::{self, Meta};
 use crate::config::{to_toml, ConfigBuilder, Overrides};
-use crate::data::{self, Attrs, DataArray};
+use crate::data::write::RowWriter;
+use crate::data::{self, DataArray};
 use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec};
 use crate::integrator::{Integrator, RowNoise, StepCtx};
 use crate::sampling;
@@ -119,61 +120,79 @@ impl Ready {
         })
     }
 
-    /// z_1 as host values: the first n rows of `noise`'s `/data`, or draws from the seeded
-    /// device (the first draws after building the denoiser, which draws none).
+    /// z_1 as host values, all n rows at once (for trajectories): the first n rows of `noise`'s
+    /// `/data`, or draws from the seeded device (the first draws after building the denoiser,
+    /// which draws none).
     fn initial_noise(&self, cfg: &SampleConfig) -> Result<Vec<f32>> {
         let dim = self.denoiser.dim();
         match &cfg.noise {
-            Some(path) => {
-                let noise = data::read_data(path)?;
-                if noise.row_dim() != dim || noise.rows() < cfg.n {
-                    bail!(
-                        "{}: noise `/data` has {} rows of size {}; need at least {} rows of size {dim}",
-                        path.display(),
-                        noise.rows(),
-                        noise.row_dim(),
-                        cfg.n
-                    );
-                }
-                Ok(noise.values[..cfg.n * dim].to_vec())
-            }
+            Some(_) => InitialNoise::open(cfg, dim)?.rows(0..cfg.n),
             None => Ok(normal(&self.dev, cfg.n, dim).as_vec()),
         }
     }
 }
 
-/// Samples per `cfg` in batches of `cfg.batch` rows and writes them to `cfg.out`, with the
-/// resolved config, steps, NFE, seed and checkpoint as attributes.
-pub fn sample(cfg: &SampleConfig) -> Result<Sampled> {
+/// Where z_1 comes from, read or drawn one batch at a time.
+enum InitialNoise {
+    /// The first n rows of a file's `/data`.
+    File { ds: hdf5::Dataset },
+    /// Draws from a second device seeded like the sampling device. Its generator is sequential
+    /// (dfdx's CPU device fills tensors draw by draw), so consecutive batches get the very
+    /// values that drawing all n rows from the sampling device up front gave. (Checked on the
+    /// CPU; whether cuRAND splits a sequence the same way across calls is not.)
+    Drawn { dev: Dev, dim: usize },
+}
+
+impl InitialNoise {
+    fn open(cfg: &SampleConfig, dim: usize) -> Result<Self> {
+        let Some(path) = &cfg.noise else {
+            return Ok(InitialNoise::Drawn {
+                dev: seeded_device(cfg.seed),
+                dim,
+            });
+        };
+        let ds = data::open_data(path)?;
+        let shape = ds.shape();
+        let (rows, row_dim) = (shape[0], shape[1..].iter().product::<usize>());
+        if row_dim != dim || rows < cfg.n {
+            bail!(
+                "{}: noise `/data` has {rows} rows of size {row_dim}; need at least {} rows of size {dim}",
+                path.display(),
+                cfg.n
+            );
+        }
+        Ok(InitialNoise::File { ds })
+    }
+
+    /// Rows `rows` of z_1 (a `Drawn` source must be asked for consecutive ranges from 0).
+    fn rows(&mut self, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        match self {
+            InitialNoise::File { ds } => data::read_rows(ds, rows),
+            InitialNoise::Drawn { dev, dim } => Ok(normal(dev, rows.len(), *dim).as_vec()),
+        }
+    }
+
+    /// Advances the sampling device `dev` past the n rows of z_1 it drew before sampling when
+    /// z_1 was drawn whole, so integrators that draw from it (DDPM's step noise) get the same
+    /// values as then. A batch at a time: memory stays O(batch).
+    fn skip_on(&self, dev: &Dev, n: usize, batch: usize) {
+        if let InitialNoise::Drawn { dim, .. } = self {
+            for start in (0..n).step_by(batch) {
+                drop(normal(dev, batch.min(n - start), *dim));
+            }
+        }
+    }
+}
+
+/// Samples per `cfg` in batches of `cfg.batch` rows, writing each batch to `cfg.out` as it is
+/// finished (a chunked `/data` of the final shape, replaced atomically: the file appears whole
+/// or not at all), with the resolved config, steps, NFE, seed and checkpoint as attributes.
+/// Memory stays O(batch) whatever n.
+pub fn sample_to_file(cfg: &SampleConfig) -> Result<Written> {
     let ready = Ready::new(cfg)?;
     let dim = ready.denoiser.dim();
-    let z1 = ready.initial_noise(cfg)?;
-    let grid = uniform_grid(cfg.steps);
-    let bar = crate::progress::bar(cfg.n as u64, "sampling");
-    let mut values = Vec::with_capacity(cfg.n * dim);
-    let mut nfe = 0;
-    for (i, chunk) in z1.chunks(cfg.batch * dim).enumerate() {
-        let rows = chunk.len() / dim;
-        let z = batch_from_vec(&ready.dev, chunk.to_vec(), rows, dim);
-        // Per-row noise streams named by the row's index: the same samples at any --batch.
-        let noise = RowNoise {
-            seed: cfg.seed,
-            first_row: (i * cfg.batch) as u64,
-        };
-        let s = sampling::sample(
-            &ready.dev,
-            cfg.schedule.as_ref(),
-            cfg.integrator.as_ref(),
-            ready.denoiser.as_ref(),
-            z,
-            &grid,
-            noise,
-        )?;
-        nfe = s.nfe;
-        values.extend(s.samples.as_vec());
-        bar.inc(rows as u64);
-    }
-    bar.finish_and_clear();
+    let mut z1 = InitialNoise::open(cfg, dim)?;
+    z1.skip_on(&ready.dev, cfg.n, cfg.batch);
     let shape = match &ready.checkpoint {
         Some((_, meta)) if meta.row_shape.iter().product::<usize>() == dim => {
             std::iter::once(cfg.n)
@@ -182,19 +201,64 @@ pub fn sample(cfg: &SampleConfig) -> Result<Sampled> {
         }
         _ => row_shape(cfg.data.as_deref(), cfg.n, dim)?,
     };
-    let samples = DataArray::new(values, shape);
-    let mut attrs: Attrs = vec![
-        ("steps".into(), cfg.steps.to_string()),
-        ("nfe".into(), nfe.to_string()),
-        ("seed".into(), cfg.seed.to_string()),
-        ("config".into(), to_toml(cfg)?),
-    ];
-    if let Some((path, meta)) = &ready.checkpoint {
-        attrs.push(("checkpoint".into(), path.display().to_string()));
-        attrs.push(("checkpoint_step".into(), meta.step.to_string()));
-    }
-    data::write_data(&cfg.out, &samples, &attrs)?;
-    Ok(Sampled { samples, nfe })
+    let grid = uniform_grid(cfg.steps);
+    let mut nfe = 0;
+    data::h5::write_with(&cfg.out, |file| {
+        let mut out = RowWriter::create::<f32>(file, &shape, None)?;
+        let bar = crate::progress::bar(cfg.n as u64, "sampling");
+        for start in (0..cfg.n).step_by(cfg.batch) {
+            let rows = cfg.batch.min(cfg.n - start);
+            let z = batch_from_vec(&ready.dev, z1.rows(start..start + rows)?, rows, dim);
+            // Per-row noise streams named by the row's index: the same samples at any --batch.
+            let noise = RowNoise {
+                seed: cfg.seed,
+                first_row: start as u64,
+            };
+            let s = sampling::sample(
+                &ready.dev,
+                cfg.schedule.as_ref(),
+                cfg.integrator.as_ref(),
+                ready.denoiser.as_ref(),
+                z,
+                &grid,
+                noise,
+            )?;
+            nfe = s.nfe;
+            out.write(&s.samples.as_vec())?;
+            bar.inc(rows as u64);
+        }
+        bar.finish_and_clear();
+        let mut attrs = vec![
+            ("steps", cfg.steps.to_string()),
+            ("nfe", nfe.to_string()),
+            ("seed", cfg.seed.to_string()),
+            ("config", to_toml(cfg)?),
+        ];
+        if let Some((path, meta)) = &ready.checkpoint {
+            attrs.push(("checkpoint", path.display().to_string()));
+            attrs.push(("checkpoint_step", meta.step.to_string()));
+        }
+        out.finish(&attrs)
+    })?;
+    Ok(Written { shape, nfe })
+}
+
+/// What [`sample_to_file`] wrote.
+pub struct Written {
+    /// Shape of `/data`.
+    pub shape: Vec<usize>,
+    /// Denoiser evaluations per sample.
+    pub nfe: usize,
+}
+
+/// [`sample_to_file`], then the samples read back (for callers that score them in memory).
+pub fn sample(cfg: &SampleConfig) -> Result<Sampled> {
+    let written = sample_to_file(cfg)?;
+    let samples = data::read_data(&cfg.out)?;
+    Ok(Sampled {
+        samples,
+        nfe: written.nfe,
+    })
 }
 
 /// The paths of all `cfg.n` rows from z_1 through `points` points inside every step (see

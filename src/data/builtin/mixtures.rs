@@ -1,7 +1,9 @@
 //! The built-in Gaussian-mixture sets: rows drawn exactly from the mixture, stored with its
 //! parameters so the `gmm` denoiser can give the exact E[x | z_t].
 
+use crate::data::h5::write_with;
 use crate::data::set::BuiltSet;
+use crate::data::write::{chunk_rows, write_labels, RowWriter};
 use crate::data::{DataArray, Mixture};
 use crate::seed::{seeded, SeededRng};
 use anyhow::{bail, Result};
@@ -9,6 +11,7 @@ use rand::distributions::{Distribution, WeightedIndex};
 use rand::Rng;
 use rand_distr::StandardNormal;
 use std::f64::consts::TAU;
+use std::path::Path;
 
 /// gmm64's means and weights come from this seed, not the sample seed, so every gmm64 file
 /// holds the same mixture.
@@ -57,6 +60,33 @@ pub fn make(name: &str, n: usize, seed: u64) -> Result<BuiltSet> {
         labels: Some(labels),
         mixture: Some(m),
     })
+}
+
+/// Writes `n` draws of mixture `name` (the values and labels [`make`] gives) to `path`, a block
+/// of rows at a time, with `/labels`, `/mixture` and a `source` attribute; returns the shape of
+/// `/data`. Memory: one block of rows and the labels (8 bytes a row).
+pub fn write(path: &Path, name: &str, n: usize, seed: u64, source: &str) -> Result<Vec<usize>> {
+    if n == 0 {
+        bail!("a dataset needs at least one row (got --n 0)");
+    }
+    let m = mixture(name)?;
+    let shape = vec![n, m.dim];
+    let mut rng = seeded(seed);
+    write_with(path, |file| {
+        let mut out = RowWriter::create::<f32>(file, &shape, None)?;
+        let mut labels = Vec::with_capacity(n);
+        let block = chunk_rows(n, m.dim * std::mem::size_of::<f32>());
+        for start in (0..n).step_by(block) {
+            // One generator drawn row after row: the same values as drawing all n at once.
+            let (values, l) = sample(&m, block.min(n - start), &mut rng);
+            out.write(&values)?;
+            labels.extend(l);
+        }
+        out.finish(&[("source", source.to_string())])?;
+        write_labels(file, &labels, None)?;
+        m.write(file)
+    })?;
+    Ok(shape)
 }
 
 /// `n` exact draws (row-major `[n, D]`) and the component each came from.

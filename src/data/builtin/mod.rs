@@ -39,8 +39,7 @@ pub fn make_set(name: &str, n: usize, seed: u64) -> Result<BuiltSet> {
 }
 
 /// Writes built-in set `name` with `n` rows from `seed` to `path` and returns the shape of its
-/// `/data`. Image sets are generated and written as uint8 block by block (never whole in
-/// memory); mixtures are drawn whole, then written.
+/// `/data`, block by block (never whole in memory): image sets as uint8, mixtures as float32.
 pub fn write_builtin(
     path: &std::path::Path,
     name: &str,
@@ -54,6 +53,7 @@ pub fn write_builtin(
             shapes::write(path, size, n, seed, source)?;
             Ok(vec![n, 3, size, size])
         }
+        "two-modes" | "ring8" | "gmm64" => mixtures::write(path, name, n, seed, source),
         _ => {
             let set = make_set(name, n, seed)?;
             write_set(path, &set, source)?;

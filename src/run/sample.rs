@@ -9,7 +9,7 @@ use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec};
 use crate::integrator::{Integrator, RowNoise, StepCtx};
 use crate::sampling;
 use crate::schedule::{uniform_grid, Schedule};
-use crate::tensor::{batch_from_vec, normal, seeded_device, Dev};
+use crate::tensor::{batch_from_vec, host_values, normal, seeded_device, Dev};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -127,7 +127,7 @@ impl Ready {
         let dim = self.denoiser.dim();
         match &cfg.noise {
             Some(_) => InitialNoise::open(cfg, dim)?.rows(0..cfg.n),
-            None => Ok(normal(&self.dev, cfg.n, dim).as_vec()),
+            None => Ok(host_values(&normal(&self.dev, cfg.n, dim))),
         }
     }
 }
@@ -168,7 +168,7 @@ impl InitialNoise {
     fn rows(&mut self, rows: std::ops::Range<usize>) -> Result<Vec<f32>> {
         match self {
             InitialNoise::File { ds } => data::read_rows(ds, rows),
-            InitialNoise::Drawn { dev, dim } => Ok(normal(dev, rows.len(), *dim).as_vec()),
+            InitialNoise::Drawn { dev, dim } => Ok(host_values(&normal(dev, rows.len(), *dim))),
         }
     }
 
@@ -224,7 +224,7 @@ pub fn sample_to_file(cfg: &SampleConfig) -> Result<Written> {
                 noise,
             )?;
             nfe = s.nfe;
-            out.write(&s.samples.as_vec())?;
+            out.write(&host_values(&s.samples))?;
             bar.inc(rows as u64);
         }
         bar.finish_and_clear();
@@ -285,7 +285,7 @@ pub fn trajectories(cfg: &SampleConfig, points: usize) -> Result<Vec<Vec<(f64, f
         points,
     )?;
     for (u, z) in steps {
-        for (p, row) in paths.iter_mut().zip(z.as_vec().chunks(dim)) {
+        for (p, row) in paths.iter_mut().zip(host_values(&z).chunks(dim)) {
             p.push((row[0] as f64, u));
         }
     }

@@ -11,6 +11,39 @@ use std::io::Write;
 use std::path::Path;
 use tempfile::NamedTempFile;
 
+/// Refuses an output path that names one of the command's inputs (the same file, also through a
+/// symlink or another spelling of the path): writing it would replace the data being read.
+/// Called before any work starts.
+pub fn refuse_input(out: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    let Ok(out_id) = file_id(out) else {
+        return Ok(()); // no file there yet: nothing to overwrite
+    };
+    for (what, input) in inputs {
+        if file_id(input).is_ok_and(|id| id == out_id) {
+            anyhow::bail!(
+                "--out {} is the {what} this command reads ({}); choose another output file",
+                out.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What identifies the file `path` resolves to: (device, inode) on Unix, else its canonical path.
+fn file_id(path: &Path) -> std::io::Result<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path)?;
+        Ok(format!("{}:{}", meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(std::fs::canonicalize(path)?.display().to_string())
+    }
+}
+
 /// Writes `bytes` to `path` atomically (creating its folder).
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     write_with(path, |f| {

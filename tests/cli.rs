@@ -304,3 +304,60 @@ fn a_checkpoint_with_a_non_finite_weight_is_refused_naming_the_tensor() {
     );
     assert!(!dir.path().join("s.h5").exists());
 }
+
+/// `--out` naming an input of the same command (directly or through a symlink) is refused
+/// before any work, and the input is left byte for byte as it was.
+#[test]
+fn out_naming_an_input_is_refused_and_the_input_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = ring8(dir.path(), 300);
+    let before = std::fs::read(&data).unwrap();
+    let link = dir.path().join("link.h5");
+    std::os::unix::fs::symlink(&data, &link).unwrap();
+    for out in [&data, &link] {
+        let msg = err(&[
+            "sample",
+            "--data",
+            p(&data),
+            "--denoiser",
+            "gmm",
+            "--n",
+            "50",
+            "--out",
+            p(out),
+        ]);
+        assert!(
+            msg.contains("--out") && msg.contains("--data file"),
+            "{msg}"
+        );
+        assert_eq!(
+            std::fs::read(&data).unwrap(),
+            before,
+            "sample replaced its data"
+        );
+    }
+    // data import reading a .npy and writing over it.
+    let npy = dir.path().join("x.npy");
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }";
+    let pad = 64 - (10 + header.len() + 1) % 64;
+    let header = format!("{header}{}\n", " ".repeat(pad));
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for v in [1.0f32, 2.0, 3.0, 4.0] {
+        bytes.extend(v.to_le_bytes());
+    }
+    std::fs::write(&npy, &bytes).unwrap();
+    let msg = err(&["data", "import", "--from", "npy", p(&npy), "--out", p(&npy)]);
+    assert!(msg.contains("--out"), "{msg}");
+    assert_eq!(
+        std::fs::read(&npy).unwrap(),
+        bytes,
+        "import replaced its input"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        3,
+        "a temporary file was left"
+    );
+}

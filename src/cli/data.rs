@@ -91,6 +91,9 @@ fn make(a: MakeArgs) -> Result<()> {
 }
 
 fn import(a: ImportArgs) -> Result<()> {
+    let inputs: Vec<(&str, &std::path::Path)> =
+        a.inputs.iter().map(|i| ("input", i.as_path())).collect();
+    crate::output::refuse_input(&a.out, &inputs)?;
     let mut source = format!("fewstep data import --from {:?}", a.from).to_lowercase();
     for i in &a.inputs {
         source.push(' ');

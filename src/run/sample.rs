@@ -184,11 +184,27 @@ impl InitialNoise {
     }
 }
 
+/// `--out` must not name a file the run reads (the data, the noise, the checkpoint).
+fn refuse_inputs_as_out(cfg: &SampleConfig) -> Result<()> {
+    let mut inputs = Vec::new();
+    if let Some(p) = &cfg.data {
+        inputs.push(("--data file", p.as_path()));
+    }
+    if let Some(p) = &cfg.noise {
+        inputs.push(("--noise file", p.as_path()));
+    }
+    if let Some(p) = &cfg.checkpoint {
+        inputs.push(("checkpoint", p.as_path()));
+    }
+    crate::output::refuse_input(&cfg.out, &inputs)
+}
+
 /// Samples per `cfg` in batches of `cfg.batch` rows, writing each batch to `cfg.out` as it is
 /// finished (a chunked `/data` of the final shape, replaced atomically: the file appears whole
 /// or not at all), with the resolved config, steps, NFE, seed and checkpoint as attributes.
 /// Memory stays O(batch) whatever n.
 pub fn sample_to_file(cfg: &SampleConfig) -> Result<Written> {
+    refuse_inputs_as_out(cfg)?;
     let ready = Ready::new(cfg)?;
     let dim = ready.denoiser.dim();
     let mut z1 = InitialNoise::open(cfg, dim)?;

@@ -250,7 +250,8 @@ fn bench_sample_reports_network_evaluations_per_second() {
 }
 
 /// A checkpoint with one NaN in its EMA weights is refused at load, naming the file and the
-/// tensor, and is left as it was (it would otherwise sample NaN everywhere with rc 0).
+/// tensor, and is left as it was (it would otherwise sample NaN everywhere with rc 0); samples
+/// that come out non-finite anyway are refused, not written.
 #[test]
 fn a_checkpoint_with_a_non_finite_weight_is_refused_naming_the_tensor() {
     let dir = tempfile::tempdir().unwrap();

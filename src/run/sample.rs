@@ -240,7 +240,20 @@ pub fn sample_to_file(cfg: &SampleConfig) -> Result<Written> {
                 noise,
             )?;
             nfe = s.nfe;
-            out.write(&host_values(&s.samples))?;
+            let values = host_values(&s.samples);
+            // A NaN or infinity would be written as a sample without a word.
+            if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+                let bad = values.iter().filter(|v| !v.is_finite()).count();
+                bail!(
+                    "sampling produced {bad} non-finite value(s) in rows {start}..{} (the first \
+                     in row {}): nothing was written to {}; check the denoiser (`fewstep data \
+                     inspect` on the data, an earlier checkpoint) and the integrator's settings",
+                    start + rows,
+                    start + at / dim.max(1),
+                    cfg.out.display()
+                );
+            }
+            out.write(&values)?;
             bar.inc(rows as u64);
         }
         bar.finish_and_clear();

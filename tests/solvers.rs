@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{fewstep, ok};
+use common::{fewstep, ok, Gaussian};
 use fewstep::config::plugin_from_toml;
 use fewstep::data::{read_data, Mixture};
 use fewstep::denoiser::Denoiser;
@@ -42,21 +42,6 @@ const STD: f64 = 0.5;
 fn gaussian(dev: &Dev) -> GmmDenoiser {
     let m = Mixture::new(vec![1.0], MEAN.to_vec(), vec![STD], 2).unwrap();
     GmmDenoiser::new(dev, &m)
-}
-
-/// Where the ODE of the Gaussian takes z_t at time s: (z - alpha m)/sqrt(alpha^2 STD^2 + sigma^2)
-/// is constant along it.
-fn gaussian_flow(sch: &dyn Schedule, z_t: &[f32], t: f64, s: f64) -> Vec<f32> {
-    let ((at, st), (as_, ss)) = (sch.alpha_sigma(t), sch.alpha_sigma(s));
-    let v = STD * STD;
-    let ratio = ((as_ * as_ * v + ss * ss) / (at * at * v + st * st)).sqrt();
-    z_t.iter()
-        .enumerate()
-        .map(|(i, &z)| {
-            let m = MEAN[i % 2];
-            (as_ * m + ratio * (f64::from(z) - at * m)) as f32
-        })
-        .collect()
 }
 
 /// `steps` uniform steps from t0 to t1, after two start-up steps of h/steps each (h the step):
@@ -130,7 +115,15 @@ fn orders_on_gaussian_data_against_the_exact_flow() {
     let dev = seeded_device(0);
     let (sch, den) = (schedule("karras"), gaussian(&dev));
     let z1 = normal(&dev, 512, 2).as_vec();
-    let exact = gaussian_flow(sch.as_ref(), &z1, 0.9, 0.1);
+    let exact: Vec<f32> = Gaussian {
+        dev: dev.clone(),
+        mean: MEAN.to_vec(),
+        std: STD,
+    }
+    .flow(sch.as_ref(), &z1, 0.9, 0.1)
+    .into_iter()
+    .map(|v| v as f32)
+    .collect();
     let error = |int: &dyn Integrator, steps| {
         let got = run(int, sch.as_ref(), &den, &order_grid(0.9, 0.1, steps));
         rms(&got, &exact)

@@ -171,9 +171,9 @@ pub fn forward<T: Tape<f32, Dev>>(
     });
     let extra_host = extra.as_ref().map(host_values);
     // Without a tape (sampling) the activation overwrites the pre-activation. With one, the
-    // backward pass needs the pre-activation and what the derivative needs (sigmoid(pre) for
-    // SiLU), kept instead of recomputed. Tasks of whole rows: bias, addend and activation in one
-    // pass over each.
+    // pre-activation is kept for the backward pass (which recomputes sigmoid or tanh from it) and
+    // the activation goes to a new buffer. Tasks of whole rows: bias, addend and activation in
+    // one pass over each.
     let keep = T::OWNS_TAPE && act != Act::Identity;
     let task = (CHUNK / outputs).max(1) * outputs;
     let extra_of = |i: usize, len: usize| extra_host.as_ref().map(|e| &e[i * task..i * task + len]);

@@ -86,13 +86,14 @@ impl<M: VNet> VModel<M> {
         let v = self.net.v(z.clone().put_tape(tape), cond);
         #[cfg(not(feature = "cuda"))]
         {
-            // One fused op on the CPU (the same bits as the ops below).
-            let per_row = |c: &Coef, sign: f32| match c {
-                Coef::Scalar(s) => vec![sign * *s as f32; rows],
-                Coef::Rows(r) => r.host().iter().map(|&x| sign * x).collect(),
-            };
-            let (minus_sigma, alpha) = (per_row(&level.sigma, -1.0), per_row(&level.alpha, 1.0));
-            Ok(super::fused::v_to_x(v, &z, minus_sigma, &alpha))
+            // One fused op on the CPU (the same bits as the ops below: negation is exact).
+            let minus_sigma = level.sigma.host_f32(rows).iter().map(|s| -s).collect();
+            Ok(super::fused::v_to_x(
+                v,
+                &z,
+                minus_sigma,
+                &level.alpha.host_f32(rows),
+            ))
         }
         #[cfg(feature = "cuda")]
         {

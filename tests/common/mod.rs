@@ -131,3 +131,62 @@ pub fn err(args: &[&str]) -> String {
 pub fn p(path: &std::path::Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// One bad input or fault, run as a user would: `fewstep args` in `dir` must fail with a clear,
+/// one-line error. Tables of these make the bad-input suites (tests/bad_input_*.rs).
+pub struct BadCase<'a> {
+    /// What the case is, for the failure message.
+    pub what: &'a str,
+    pub args: Vec<String>,
+    /// Every one of these must appear in stderr (the field, file or valid choices).
+    pub names: Vec<&'a str>,
+}
+
+/// Runs a [`BadCase`] in `dir` and checks what the suites promise: an exit code of 1 or 2 (never
+/// a panic's 101 or a signal), the error's first line names what it must, no panic text, every
+/// file already in `dir` unchanged byte for byte, and no file left behind (temporary or not).
+pub fn check_bad_case(dir: &std::path::Path, case: &BadCase) {
+    let before = snapshot(dir);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        .args(&case.args)
+        .current_dir(dir)
+        .output()
+        .expect("run fewstep");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let what = case.what;
+    assert!(
+        matches!(o.status.code(), Some(1) | Some(2)),
+        "{what}: `fewstep {}` exit {:?} (want 1 or 2): {stderr}",
+        case.args.join(" "),
+        o.status
+    );
+    assert!(!stderr.contains("panicked"), "{what}: panic: {stderr}");
+    for name in &case.names {
+        assert!(
+            stderr.contains(name),
+            "{what}: error does not name {name:?}: {stderr}"
+        );
+    }
+    assert_eq!(
+        snapshot(dir),
+        before,
+        "{what}: files in {dir:?} changed or were left behind"
+    );
+}
+
+/// Every file under `dir` (recursively, hidden ones too) with its bytes.
+pub fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap_or_default());
+            }
+        }
+    }
+    files
+}

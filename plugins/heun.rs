@@ -8,7 +8,7 @@ use fewstep::tensor::Batch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Heun's method: 2 NFE per step, 1 on the last (s = 0) and on a step from alpha_t = 0.
+/// Heun's method: 2 NFE per step, 1 on a step to sigma = 0 and on a step from alpha_t = 0.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Heun {}
@@ -24,10 +24,12 @@ impl Integrator for Heun {
         let ((a_t, s_t), (a_s, s_s)) = (ctx.schedule.alpha_sigma(t), ctx.schedule.alpha_sigma(s));
         let x_hat = ctx.denoise(&z_t, t)?;
         let z_euler = ddim_step(ctx.schedule, x_hat.clone(), z_t.clone(), t, s);
-        // As in EDM the last step stays Euler: the slope at sigma = 0 is 0/0. So does a step from
-        // alpha_t = 0 (t = 1 of a cosine schedule): sigma_ve = infinity there, the trapezoid over
-        // an infinite interval is undefined, while DDIM is not (z_s = alpha_s x_hat + sigma_s z_t).
-        if s <= 0.0 || s_s == 0.0 || a_t == 0.0 {
+        // As in EDM a step to sigma = 0 stays Euler: the slope there is 0/0. (A schedule whose
+        // t = 0 is still noisy, karras, gets a Heun step to sigma_min and the sampling loop's
+        // final step to sigma = 0, see `sampling::to_clean`.) So does a step from alpha_t = 0
+        // (t = 1 of a cosine schedule): sigma_ve = infinity there, the trapezoid over an
+        // infinite interval is undefined, while DDIM is not (z_s = alpha_s x_hat + sigma_s z_t).
+        if s_s == 0.0 || a_t == 0.0 {
             return Ok(z_euler);
         }
         let x_hat_s = ctx.denoise(&z_euler, s)?;

@@ -7,7 +7,7 @@
 
 use crate::data::{DataArray, Mixture};
 use anyhow::{bail, Result};
-use nalgebra::{DMatrix, SymmetricEigen};
+use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -32,6 +32,9 @@ const BLOCK: usize = 512;
 pub struct Metrics {
     /// Fréchet distance between Gaussian fits of samples and reference.
     pub fd: f64,
+    /// Fréchet distance between the samples' Gaussian fit and the mixture's exact mean and
+    /// covariance: the reference set's own sampling noise is not in it.
+    pub fd_exact: Option<f64>,
     /// Sliced Wasserstein-2 distance (data units).
     pub sw2: f64,
     /// Mean exact negative log-likelihood of the samples under the mixture (nats per sample).
@@ -49,15 +52,51 @@ pub fn evaluate(
     check_pair(samples, reference)?;
     let ((fd, sw2), mix) = rayon::join(
         || rayon::join(|| fd(samples, reference), || sw2(samples, reference)),
-        || mixture.map(|m| Ok::<_, anyhow::Error>((nll(samples, m)?, mode_kl(samples, m)?))),
+        || {
+            mixture.map(|m| {
+                let (mu, c) = gaussian_fit(samples);
+                Ok::<_, anyhow::Error>((
+                    nll(samples, m)?,
+                    mode_kl(samples, m)?,
+                    fd_exact(&mu, &c, m),
+                ))
+            })
+        },
     );
     let mix = mix.transpose()?;
     Ok(Metrics {
         fd: fd?,
+        fd_exact: mix.map(|m| m.2),
         sw2: sw2?,
         nll: mix.map(|m| m.0),
         mode_kl: mix.map(|m| m.1),
     })
+}
+
+/// The mixture's mean and covariance in closed form: mu = sum_k w_k mu_k and
+/// C = sum_k w_k (s_k^2 I + mu_k mu_k^T) - mu mu^T.
+pub fn mixture_moments(m: &Mixture) -> (Vec<f64>, DMatrix<f64>) {
+    let d = m.dim;
+    let mut mu = vec![0.0; d];
+    let mut c = DMatrix::zeros(d, d);
+    for (k, &w) in m.weights.iter().enumerate() {
+        let mk = DVector::from_column_slice(m.mean(k));
+        mu.iter_mut().zip(mk.iter()).for_each(|(a, b)| *a += w * b);
+        c.ger(w, &mk, &mk, 1.0);
+        for i in 0..d {
+            c[(i, i)] += w * m.stds[k] * m.stds[k];
+        }
+    }
+    let mu_v = DVector::from_column_slice(&mu);
+    c.ger(-1.0, &mu_v, &mu_v, 1.0);
+    (mu, c)
+}
+
+/// [`frechet`] between a Gaussian fit (mean `mu`, covariance `c`) and the mixture's exact
+/// moments.
+pub fn fd_exact(mu: &[f64], c: &DMatrix<f64>, m: &Mixture) -> f64 {
+    let (mu2, c2) = mixture_moments(m);
+    frechet(mu, c, &mu2, &c2)
 }
 
 /// Fréchet distance between Gaussian fits (mean, unbiased covariance) of two sets:

@@ -67,10 +67,24 @@ pub fn sample(
     for w in grid.windows(2) {
         z = run.step(&mut ctx, z, w[0], w[1])?;
     }
+    if let Some(&end) = grid.last() {
+        z = to_clean(&mut ctx, z, end)?;
+    }
     Ok(Sampled {
         samples: z,
         nfe: ctx.nfe(),
     })
+}
+
+/// A grid that ends at t = 0 where the schedule still has noise (karras: sigma_min = 0.002)
+/// takes one more evaluation, to sigma = 0 where z = x = x_hat: EDM (Karras et al. 2022, Alg. 1)
+/// and k-diffusion end every sampler with this step, so samples do not keep sigma_min's noise.
+/// A schedule with sigma(0) = 0 (cosine, linear, ...) is left as it is.
+pub fn to_clean(ctx: &mut StepCtx, z: Batch, end: f64) -> Result<Batch> {
+    if end == 0.0 && ctx.schedule.alpha_sigma(0.0).1 > 0.0 {
+        return ctx.denoise(&z, 0.0);
+    }
+    Ok(z)
 }
 
 /// The batch after each of `points` evenly spaced times inside every step of `grid`, as

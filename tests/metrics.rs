@@ -119,6 +119,57 @@ fn fd_matches_the_diagonal_closed_form() {
 }
 
 #[test]
+fn mixture_moments_and_fd_against_them() {
+    let mix = four_modes();
+    let (mu, c) = metrics::mixture_moments(&mix);
+    // By hand: mean sum_k w_k mu_k; the modes sit on the axes, so the covariance is diagonal.
+    let (w, m) = (&mix.weights, |k: usize, i: usize| mix.mean(k)[i]);
+    for i in 0..2 {
+        let mean: f64 = (0..4).map(|k| w[k] * m(k, i)).sum();
+        let second: f64 = (0..4)
+            .map(|k| w[k] * (mix.stds[k].powi(2) + m(k, i).powi(2)))
+            .sum();
+        assert!(
+            (mu[i] - mean).abs() < 1e-12,
+            "mean {i}: {} vs {mean}",
+            mu[i]
+        );
+        let var = second - mean * mean;
+        assert!(
+            (c[(i, i)] - var).abs() < 1e-12,
+            "var {i}: {} vs {var}",
+            c[(i, i)]
+        );
+    }
+    let cross: f64 = (0..4).map(|k| w[k] * m(k, 0) * m(k, 1)).sum::<f64>() - mu[0] * mu[1];
+    assert!((c[(0, 1)] - cross).abs() < 1e-12 && c[(0, 1)] == c[(1, 0)]);
+    // Exact samples: FD to the exact moments is only the fit's own noise, O(d^2 / n), and well
+    // below sample-vs-sample FD, which carries the reference set's noise too.
+    let x = from_mixture(&mix, &mix.weights, 40_000, 3);
+    let y = from_mixture(&mix, &mix.weights, 40_000, 4);
+    let got = evaluate(&x, &y, Some(&mix)).unwrap();
+    let exact = got.fd_exact.unwrap();
+    assert!(exact < 2e-3, "{got:?}");
+    let (fit_mu, fit_c) = metrics::gaussian_fit(&x);
+    assert_eq!(exact, metrics::fd_exact(&fit_mu, &fit_c, &mix));
+    // Wrong weights: both FDs see it, by about the same amount.
+    let off = from_mixture(&mix, &[0.25; 4], 40_000, 5);
+    let bad = evaluate(&off, &y, Some(&mix)).unwrap();
+    let ratio = bad.fd_exact.unwrap() / bad.fd;
+    assert!(
+        bad.fd_exact.unwrap() > 0.1 && (0.8..1.25).contains(&ratio),
+        "{bad:?}"
+    );
+    // The streaming evaluation gives the same number.
+    let streamed = metrics::evaluate_stream(&off, &y, Some(&mix)).unwrap();
+    let s_exact = streamed.fd_exact.unwrap();
+    assert!(
+        (s_exact - bad.fd_exact.unwrap()).abs() < 1e-9 * s_exact,
+        "{streamed:?}"
+    );
+}
+
+#[test]
 fn frechet_matches_the_two_by_two_closed_form_for_non_commuting_covariances() {
     // For 2x2 PSD M: tr sqrt(M) = sqrt(tr M + 2 sqrt(det M)), and C1^1/2 C2 C1^1/2 has the
     // trace and determinant of C1 C2.
@@ -279,6 +330,7 @@ fn eval_cli_prints_the_metrics_as_json_and_a_table() {
         );
     };
     close("fd", want.fd);
+    close("fd_exact", want.fd_exact.unwrap());
     close("sw2", want.sw2);
     close("nll", want.nll.unwrap());
     close("mode_kl", want.mode_kl.unwrap());
@@ -287,12 +339,15 @@ fn eval_cli_prints_the_metrics_as_json_and_a_table() {
 
     let out = eval(&[&samples, &plain], true);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(v["nll"].is_null() && v["mode_kl"].is_null(), "{v}");
+    assert!(
+        v["nll"].is_null() && v["mode_kl"].is_null() && v["fd_exact"].is_null(),
+        "{v}"
+    );
     assert!(v["fd"].as_f64().unwrap() > 0.0);
 
     let out = eval(&[&samples, &reference], false);
     let table = String::from_utf8(out.stdout).unwrap();
-    for row in ["FD", "SW2", "NLL", "mode KL", "n = 3000, d = 2"] {
+    for row in ["FD", "FD exact", "SW2", "NLL", "mode KL", "n = 3000, d = 2"] {
         assert!(table.contains(row), "table lacks {row}:\n{table}");
     }
 

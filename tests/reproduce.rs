@@ -218,6 +218,10 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
     assert!(md.contains("| Student steps | DDIM | aDDIM |"), "{md}");
     assert!(md.contains("teacher, aDDIM (16 steps)"), "{md}");
     assert!(md.contains("## NLL on ring8"), "{md}");
+    assert!(
+        md.contains("## FD to the exact mixture moments on ring8"),
+        "{md}"
+    );
     let csv = std::fs::read_to_string(out.join("table4.csv")).unwrap();
     // header, noise floor, baseline, 2 methods x 2 steps
     assert_eq!(csv.lines().count(), 7, "{csv}");
@@ -225,7 +229,7 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
     let records = csv_records(&out.join("table4.csv"));
     assert_eq!(
         records[0],
-        ["dataset", "method", "steps", "fd", "sw2", "nll", "mode_kl", "train_s"]
+        ["dataset", "method", "steps", "fd", "fd_exact", "sw2", "nll", "mode_kl", "train_s"]
     );
     let methods: Vec<&str> = records[1..].iter().map(|r| r[1].as_str()).collect();
     assert_eq!(
@@ -304,6 +308,7 @@ fn reproduce_samplers_writes_csv_that_a_standard_reader_parses() {
             "steps",
             "nfe",
             "fd",
+            "fd_exact",
             "sw2",
             "nll",
             "mode_kl"

@@ -10,10 +10,12 @@ use std::path::PathBuf;
 pub struct Args {
     /// Samples to score (HDF5 with `/data`, e.g. written by `fewstep sample`).
     pub samples: PathBuf,
-    /// Reference dataset (HDF5 with `/data`); its `/mixture`, if any, enables NLL and mode KL.
+    /// Reference dataset (HDF5 with `/data`); its `/mixture`, if any, enables FD against the
+    /// exact moments, NLL and mode KL.
     #[arg(long)]
     pub reference: PathBuf,
-    /// Print one JSON object {"fd", "sw2", "nll", "mode_kl"} (null where not available).
+    /// Print one JSON object {"fd", "fd_exact", "sw2", "nll", "mode_kl"} (null where not
+    /// available).
     #[arg(long)]
     pub json: bool,
 }
@@ -51,6 +53,11 @@ fn table(a: &Args, samples: &[usize], reference: &DataArray, m: &Metrics) -> Str
             "FD",
             num(m.fd),
             "Fréchet distance between Gaussian fits (FID on raw data; 0 = same mean and covariance)",
+        ),
+        (
+            "FD exact",
+            opt(m.fd_exact),
+            "Fréchet distance to the mixture's exact mean and covariance (no reference-set noise)",
         ),
         (
             "SW2",

@@ -201,7 +201,8 @@ fn evaluate_in_passes(
                     Part {
                         // Column k holds the rows' projections onto direction first + k.
                         proj: y.transpose() * &g,
-                        moments: (stats && !low_rank).then(|| Moments::of_rows(rows, d)),
+                        moments: (stats && (!low_rank || mixture.is_some()))
+                            .then(|| Moments::of_rows(rows, d)),
                         nll,
                         nearest,
                     }
@@ -238,6 +239,7 @@ fn evaluate_in_passes(
     };
     Ok(Metrics {
         fd,
+        fd_exact: mixture.map(|m| super::fd_exact(&moments.mean, &moments.covariance(), m)),
         sw2: (w2.iter().sum::<f64>() / w2.len() as f64).sqrt(),
         nll: mixture.map(|_| nll_sum / n as f64),
         mode_kl: mixture.map(|m| kl_of_counts(&counts, m)),

@@ -55,6 +55,14 @@ pub struct Progressive {
     /// "example": the per-example x_var above; "integrator": the integrator's own estimate.
     #[serde(default)]
     pub xvar_source: XVarSource,
+    /// Each round after the first starts from its teacher with fresh AdamW moments and EMA, as
+    /// Salimans & Ho's rounds do; `false` carries the student's optimiser state across rounds.
+    #[serde(default = "restart_rounds")]
+    pub restart_rounds: bool,
+}
+
+fn restart_rounds() -> bool {
+    true
 }
 
 fn student_steps() -> usize {
@@ -89,6 +97,7 @@ impl Default for Progressive {
             later_integrator: later_integrator(),
             xvar_frac: paper_xvar_frac(),
             xvar_source: XVarSource::default(),
+            restart_rounds: restart_rounds(),
         }
     }
 }
@@ -110,6 +119,7 @@ impl Progressive {
             index,
             start: index as u64 * self.iters_per_round,
             student_steps: self.student_steps << (rounds - index - 1),
+            restart: self.restart_rounds,
         }
     }
 

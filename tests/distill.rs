@@ -513,7 +513,8 @@ fn progressive_target_is_two_teacher_steps() {
         Round {
             index: 0,
             start: 0,
-            student_steps: 4
+            student_steps: 4,
+            restart: true
         }
     );
     assert_eq!(
@@ -521,7 +522,8 @@ fn progressive_target_is_two_teacher_steps() {
         Round {
             index: 1,
             start: 100,
-            student_steps: 2
+            student_steps: 2,
+            restart: true
         }
     );
     assert_eq!(r(10_000), r(100));

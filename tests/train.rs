@@ -552,4 +552,51 @@ fn later_rounds_are_taught_by_the_frozen_student_and_resume_exactly() {
     for (k, t) in &a {
         assert!(t == &b[k], "{k} differs after resuming inside a round");
     }
+    // So does stopping exactly where round 1 begins (its restart happens on resume).
+    let edge = r.out.with_file_name("edge");
+    train(&pd(&edge, 3), false, false).unwrap();
+    let resumed = train(&pd(&edge, 7), true, false).unwrap();
+    let b = state(&resumed.checkpoint);
+    for (k, t) in &a {
+        assert!(
+            t == &b[k],
+            "{k} differs after resuming at the round's start"
+        );
+    }
+    // Round 1 restarted from its teacher (Salimans & Ho): one step later AdamW's moments are
+    // one gradient's, m = (1 - beta1) g and v = (1 - beta2) g^2, and each weight moved from
+    // the teacher's by one bias-corrected Adam step, lr g/|g| (up to eps).
+    let four = train(&pd(&r.out.with_file_name("four"), 4), false, false).unwrap();
+    let round1_teacher =
+        checkpoint::load(&straight.join("rounds/ckpt-000000003.safetensors"), &PARTS)
+            .unwrap()
+            .state;
+    let cfg = pd(&r.out.with_file_name("four"), 4);
+    let (s4, lr) = (state(&four.checkpoint), cfg.lr_at(3));
+    let (mut checked, mut worst_ratio, mut worst_step) = (0, 0f64, 0f64);
+    for (k, m) in s4.iter().filter(|(k, _)| k.starts_with("adam_m.")) {
+        let name = &k["adam_m.".len()..];
+        let (v, net) = (&s4[&format!("adam_v.{name}")], &s4[&format!("net.{name}")]);
+        let teacher = &round1_teacher[&format!("ema.{name}")];
+        for i in 0..m.values.len() {
+            let (m, v) = (f64::from(m.values[i]), f64::from(v.values[i]));
+            if (v / (1.0 - cfg.beta2)).sqrt() < 1e-5 {
+                continue; // |g| so small that eps (1e-8) matters
+            }
+            let ratio = m * m / v / ((1.0 - cfg.beta1).powi(2) / (1.0 - cfg.beta2));
+            worst_ratio = worst_ratio.max((ratio - 1.0).abs());
+            let moved = f64::from(net.values[i] - teacher.values[i]).abs() / lr;
+            worst_step = worst_step.max((moved - 1.0).abs());
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "{checked}");
+    assert!(
+        worst_ratio < 1e-3,
+        "moments carried over: m^2/v off by {worst_ratio}"
+    );
+    assert!(
+        worst_step < 1e-2,
+        "not one Adam step from the teacher: off by {worst_step}"
+    );
 }

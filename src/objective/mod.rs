@@ -153,4 +153,8 @@ pub struct Round {
     pub start: u64,
     /// The student's sampling steps once the round is trained.
     pub student_steps: usize,
+    /// A round after the first starts over from its teacher (Salimans & Ho): the student's
+    /// weights and EMA become the teacher's, AdamW's moments and bias correction and the EMA's
+    /// warm-up start afresh. Otherwise the student carries on as it was.
+    pub restart: bool,
 }

@@ -205,6 +205,9 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
     for step in run.start..cfg.steps {
         if let Some(r) = cfg.objective.round(step).filter(|r| r.index > 0) {
             rounds.enter(&r, &cfg.out, &dev, || run.net.state(&PARTS), meta(r.start))?;
+            if r.restart && step == r.start {
+                rounds::restart_from_ema(run.net.as_mut())?;
+            }
         }
         let active = rounds.teacher().or(run.teacher.as_deref());
         let waited = Instant::now();

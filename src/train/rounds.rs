@@ -1,9 +1,9 @@
 //! The frozen teachers of an objective's later rounds.
 
 use crate::checkpoint::{self, Meta};
-use crate::denoiser::{self, Denoiser};
+use crate::denoiser::{self, Denoiser, Network};
 use crate::objective::Round;
-use crate::tensor::{Dev, StateDict};
+use crate::tensor::{Dev, HostTensor, StateDict};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -44,4 +44,24 @@ impl RoundTeacher {
     pub(super) fn teacher(&self) -> Option<&dyn Denoiser> {
         self.current.as_ref().map(|(_, t)| t.as_ref())
     }
+}
+
+/// Starts a restarting round (see [`crate::objective::Round::restart`]) from its teacher: the
+/// student's weights become its EMA weights (what the round's teacher was saved from), and
+/// AdamW's moments start from zero.
+pub(super) fn restart_from_ema(net: &mut dyn Network) -> Result<()> {
+    let mut state = StateDict::new();
+    for (key, t) in net.state(&["ema"]) {
+        let name = key
+            .strip_prefix("ema.")
+            .expect("state keys are <part>.<name>");
+        let zeros = HostTensor {
+            shape: t.shape.clone(),
+            values: vec![0.0; t.values.len()],
+        };
+        state.insert(format!("adam_m.{name}"), zeros.clone());
+        state.insert(format!("adam_v.{name}"), zeros);
+        state.insert(format!("net.{name}"), t);
+    }
+    net.load_state(&state, &["net", "adam_m", "adam_v"])
 }

@@ -61,9 +61,15 @@ pub fn train_step(
     } else {
         1.0
     };
+    // Steps since the optimiser (re)started: a restarting round begins its own AdamW bias
+    // correction and EMA warm-up (the learning rate follows the whole run's schedule).
+    let since = match cfg.objective.round(step) {
+        Some(r) if r.restart && r.index > 0 => step - r.start,
+        _ => step,
+    };
     let opt = cfg.adamw(step);
-    net.adamw(&opt, step + 1, scale)?;
-    net.update_ema(cfg.ema_decay_at(step))?;
+    net.adamw(&opt, since + 1, scale)?;
+    net.update_ema(cfg.ema_decay_at(since))?;
     Ok(StepStats {
         loss: value,
         grad_norm,

@@ -229,9 +229,12 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
     let records = csv_records(&out.join("table4.csv"));
     assert_eq!(
         records[0],
-        ["dataset", "method", "steps", "fd", "fd_exact", "sw2", "nll", "mode_kl", "train_s"]
+        [
+            "seed", "dataset", "method", "steps", "fd", "fd_exact", "sw2", "nll", "mode_kl",
+            "train_s"
+        ]
     );
-    let methods: Vec<&str> = records[1..].iter().map(|r| r[1].as_str()).collect();
+    let methods: Vec<&str> = records[1..].iter().map(|r| r[2].as_str()).collect();
     assert_eq!(
         methods,
         [
@@ -244,9 +247,9 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
         ]
     );
     for r in &records[1..] {
-        assert!(r[3].parse::<f64>().is_ok_and(f64::is_finite), "{r:?}");
+        assert!(r[4].parse::<f64>().is_ok_and(f64::is_finite), "{r:?}");
         assert!(
-            md.contains(&fmt3(r[3].parse().unwrap())),
+            md.contains(&fmt3(r[4].parse().unwrap())),
             "{r:?} not in\n{md}"
         );
     }
@@ -263,6 +266,54 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
 
     assert!(err(&["reproduce", "table3", "--preset", "nope"]).contains("quick, paper"));
     assert!(err(&["reproduce", "table4", "--scale", "0"]).contains("--scale"));
+}
+
+#[test]
+fn reproduce_with_seeds_reports_mean_and_spread() {
+    use fewstep::reproduce::distill::mean_std;
+    use fewstep::reproduce::TABLE4;
+    let dir = tempfile::tempdir().unwrap();
+    let quick = TABLE4.iter().find(|p| p.0 == "quick").unwrap().1;
+    let cfg = preset(dir.path(), "t4.toml", quick, |t| {
+        t.insert("datasets".into(), toml::Value::Array(vec!["ring8".into()]));
+        shrink(t, &[2]);
+    });
+    let out = dir.path().join("out");
+    let md = ok(&[
+        "reproduce",
+        "table4",
+        "--config",
+        p(&cfg),
+        "--out",
+        p(&out),
+        "--seeds",
+        "3",
+    ]);
+    assert!(
+        md.contains("mean +- standard deviation over the 3 seeds"),
+        "{md}"
+    );
+    let records = csv_records(&out.join("table4.csv"));
+    // Per seed: noise floor, baseline, 2 methods x 1 step.
+    assert_eq!(records.len(), 1 + 3 * 4, "{records:?}");
+    // Each seed trained its own runs, and each cell shows the mean +- std of its seeds' rows.
+    for seed in 0..3 {
+        assert!(out.join(format!("seed-{seed}/ring8/teacher")).is_dir());
+    }
+    for method in ["DDIM", "aDDIM"] {
+        let fds: Vec<f64> = records[1..]
+            .iter()
+            .filter(|r| r[2] == method)
+            .map(|r| r[4].parse().unwrap())
+            .collect();
+        assert_eq!(fds.len(), 3);
+        assert!(fds[0] != fds[1], "seeds gave the same FD: {fds:?}");
+        let (m, s) = mean_std(&fds);
+        let shown = format!("{} ± {}", fmt3(m), fmt3(s));
+        assert!(md.contains(&shown), "{shown} not in\n{md}");
+    }
+    assert!(err(&["reproduce", "figure1", "--seeds", "2"]).contains("--seeds"));
+    assert!(err(&["reproduce", "table4", "--seeds", "0"]).contains("--seeds"));
 }
 
 /// Every record of a CSV file, header first, read with the `csv` crate (each as many fields

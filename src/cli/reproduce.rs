@@ -18,6 +18,10 @@ pub struct Args {
     /// Multiplies every run's training steps (and annealing / round lengths) by this factor.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
+    /// table3/table4: repeat the table with this many seeds (the preset's `seed`, `seed + 1`,
+    /// ...) and report mean +- standard deviation [default: the preset's `seeds`, 1].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seeds: Option<u64>,
     /// Output folder for tables, CSV, plots, samples and run folders (finished runs in it are
     /// reused, unfinished ones resumed).
     #[arg(long, default_value = "out/reproduce")]
@@ -43,6 +47,9 @@ pub fn run(a: Args) -> Result<()> {
             if a.scale != 1.0 {
                 anyhow::bail!("--scale applies to table3, table4 and figure1, not samplers");
             }
+            if a.seeds.is_some() {
+                anyhow::bail!("--seeds applies to table3 and table4, not samplers");
+            }
             let c = samplers::load(&a.preset, cfg)?;
             let md = samplers::run(&c, &a.out)?;
             (
@@ -55,7 +62,10 @@ pub fn run(a: Args) -> Result<()> {
                 What::Table3 => ("table3", TABLE3),
                 _ => ("table4", TABLE4),
             };
-            let c = distill::load(name, presets, &a.preset, cfg, a.scale)?;
+            let mut c = distill::load(name, presets, &a.preset, cfg, a.scale)?;
+            if let Some(k) = a.seeds {
+                c.seeds = k as usize;
+            }
             let md = distill::run(name, &c, &a.out)?;
             let files = match a.what {
                 What::Table3 => "table3.md, table3.csv, table3-fd.png",
@@ -64,6 +74,9 @@ pub fn run(a: Args) -> Result<()> {
             (md, files)
         }
         What::Figure1 => {
+            if a.seeds.is_some() {
+                anyhow::bail!("--seeds applies to table3 and table4, not figure1");
+            }
             let c = figure1::load(FIGURE1, &a.preset, cfg, a.scale)?;
             let md = figure1::run(&c, &a.out)?;
             (md, "figure1.png, figure1.md, figure1.csv, figure1-fd.png")

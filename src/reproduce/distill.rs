@@ -46,6 +46,10 @@ pub struct TableConfig {
     pub n: usize,
     /// Seeds data, training and sampling noise (every cell samples the same z_1).
     pub seed: u64,
+    /// Repeats the whole table with seeds `seed`, `seed + 1`, ... (each in `seed-<s>/` under
+    /// `--out`) and reports mean +- standard deviation over them.
+    #[serde(default = "one_seed", deserialize_with = "crate::config::at_least_one")]
+    pub seeds: usize,
     /// Student steps S, the table's rows.
     pub student_steps: Vec<usize>,
     /// `fewstep train` settings of the teacher (over configs/train.toml).
@@ -68,6 +72,10 @@ pub struct TableConfig {
 
 fn unit_scale() -> f64 {
     1.0
+}
+
+fn one_seed() -> usize {
+    1
 }
 
 /// One column: a label and the `[objective]` table (its `student_steps` is set per row).
@@ -102,6 +110,7 @@ const EXACT: &str = "exact samples (noise floor)";
 
 /// One measured cell.
 pub struct Cell {
+    pub seed: u64,
     pub dataset: String,
     pub method: String,
     pub steps: usize,
@@ -150,13 +159,52 @@ pub fn run_configs(cfg: &TableConfig, out: &Path, dataset: &str) -> Result<Vec<T
     Ok(all)
 }
 
-/// Runs every cell, writes `<what>.md`, `<what>.csv` and `<what>-fd.png` to `out`, returns the
-/// markdown.
+/// Runs every cell for each seed, writes `<what>.md`, `<what>.csv` and `<what>-fd.png` to
+/// `out`, returns the markdown.
 pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
+    let seeded: Vec<(TableConfig, PathBuf)> = (0..cfg.seeds as u64)
+        .map(|k| {
+            let mut c = clone_table(cfg)?;
+            c.seed = cfg.seed + k;
+            let dir = match cfg.seeds {
+                1 => out.to_path_buf(),
+                _ => out.join(format!("seed-{}", c.seed)),
+            };
+            Ok((c, dir))
+        })
+        .collect::<Result<_>>()?;
     // Resolve every run's config before the first long job, so a typo fails in a second.
-    for name in &cfg.datasets {
-        run_configs(cfg, out, name)?;
+    for (c, dir) in &seeded {
+        for name in &c.datasets {
+            run_configs(c, dir, name)?;
+        }
     }
+    let mut cells = Vec::new();
+    for (c, dir) in &seeded {
+        if cfg.seeds > 1 {
+            eprintln!(
+                "seed {} of {}: {}",
+                c.seed - cfg.seed + 1,
+                cfg.seeds,
+                dir.display()
+            );
+        }
+        cells.extend(run_seed(c, dir)?);
+    }
+    let md = report(cfg, &cells);
+    write_text(out, &format!("{what}.md"), &md)?;
+    write_csv(out, &format!("{what}.csv"), &csv_rows(&cells))?;
+    plot(&out.join(format!("{what}-fd.png")), cfg, &cells)?;
+    Ok(md)
+}
+
+/// A copy of a table config (its plugins are cloned through their TOML).
+fn clone_table(cfg: &TableConfig) -> Result<TableConfig> {
+    Ok(toml::from_str(&crate::config::to_toml(cfg)?)?)
+}
+
+/// Every cell of one seed's table, its runs under `out`.
+fn run_seed(cfg: &TableConfig, out: &Path) -> Result<Vec<Cell>> {
     let mut cells = Vec::new();
     let total = cfg.datasets.len() * (1 + cfg.methods.len() * cfg.student_steps.len());
     let mut done = 0;
@@ -176,6 +224,7 @@ pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
         // Fresh exact samples score the floor that sampling noise alone sets.
         let exact = crate::data::builtin::make_set(name, cfg.n, cfg.seed + 2)?.data;
         cells.push(Cell {
+            seed: cfg.seed,
             dataset: name.clone(),
             method: EXACT.into(),
             steps: 0,
@@ -194,6 +243,7 @@ pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
             let samples = sample_run(cfg, &paths, &paths.teacher, Some(b), &b.label)?;
             let metrics = reference.score(&samples)?;
             cells.push(Cell {
+                seed: cfg.seed,
                 dataset: name.clone(),
                 method: b.label.clone(),
                 steps: b.steps,
@@ -214,6 +264,7 @@ pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
                     fmt3(metrics.fd)
                 ));
                 cells.push(Cell {
+                    seed: cfg.seed,
                     dataset: name.clone(),
                     method: m.label.clone(),
                     steps: s,
@@ -223,11 +274,7 @@ pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
             }
         }
     }
-    let md = report(cfg, &cells);
-    write_text(out, &format!("{what}.md"), &md)?;
-    write_csv(out, &format!("{what}.csv"), &csv_rows(&cells))?;
-    plot(&out.join(format!("{what}-fd.png")), cfg, &cells)?;
-    Ok(md)
+    Ok(cells)
 }
 
 /// Where one dataset's files live under `out`.
@@ -420,11 +467,22 @@ type Pick = fn(&Metrics) -> Option<f64>;
 
 fn report(cfg: &TableConfig, cells: &[Cell]) -> String {
     let mut md = format!("# {}\n\n", cfg.title);
+    let seeds = match cfg.seeds {
+        1 => format!("seed {}", cfg.seed),
+        k => format!(
+            "seeds {}..={}; each number is the mean +- standard deviation over the {k} seeds, \
+             each seed with its own data, teacher, students and noise. **Bold**: the best in its \
+             row by more than the spread (the best mean plus its standard deviation below the \
+             runner-up's mean minus its own); no bold where the spreads overlap",
+            cfg.seed,
+            cfg.seed + k as u64 - 1
+        ),
+    };
     md.push_str(&format!(
         "Teacher: `fewstep train` on {} rows; students distilled from it and sampled with DDIM on \
-         their own S-step grid (Algorithm 2); {} samples per cell from the same noise (seed {}), \
+         their own S-step grid (Algorithm 2); {} samples per cell from the same noise ({seeds}), \
          scored against {} exact reference samples.\n\n",
-        cfg.data_n, cfg.n, cfg.seed, cfg.reference_n
+        cfg.data_n, cfg.n, cfg.reference_n
     ));
     for name in &cfg.datasets {
         let here: Vec<&Cell> = cells.iter().filter(|c| &c.dataset == name).collect();
@@ -442,19 +500,25 @@ fn report(cfg: &TableConfig, cells: &[Cell]) -> String {
             md.push_str(&format!("## {metric} on {name} (lower is better)\n\n"));
             let mut header = vec!["Student steps".to_string()];
             header.extend(cfg.methods.iter().map(|m| m.label.clone()));
-            let cell = |method: &str, s: usize| {
+            // One value per seed.
+            let values = |method: &str, s: usize| -> Vec<f64> {
                 here.iter()
-                    .find(|c| c.method == method && c.steps == s)
-                    .and_then(|c| pick(&c.metrics))
-                    .map(fmt3)
-                    .unwrap_or_default()
+                    .filter(|c| c.method == method && c.steps == s)
+                    .filter_map(|c| pick(&c.metrics))
+                    .collect()
             };
             let mut rows: Vec<Vec<String>> = cfg
                 .student_steps
                 .iter()
                 .map(|&s| {
+                    let row: Vec<Vec<f64>> =
+                        cfg.methods.iter().map(|m| values(&m.label, s)).collect();
+                    let best = clear_best(&row);
                     let mut r = vec![s.to_string()];
-                    r.extend(cfg.methods.iter().map(|m| cell(&m.label, s)));
+                    r.extend(row.iter().enumerate().map(|(i, v)| match best == Some(i) {
+                        true => format!("**{}**", with_spread(v)),
+                        false => with_spread(v),
+                    }));
                     r
                 })
                 .collect();
@@ -464,10 +528,10 @@ fn report(cfg: &TableConfig, cells: &[Cell]) -> String {
                 .map(|b| {
                     (
                         format!("{} ({} steps)", b.label, b.steps),
-                        cell(&b.label, b.steps),
+                        with_spread(&values(&b.label, b.steps)),
                     )
                 })
-                .chain([(EXACT.to_string(), cell(EXACT, 0))]);
+                .chain([(EXACT.to_string(), with_spread(&values(EXACT, 0)))]);
             for (label, v) in fixed {
                 let mut r = vec![label];
                 r.extend(cfg.methods.iter().map(|_| v.clone()));
@@ -477,8 +541,12 @@ fn report(cfg: &TableConfig, cells: &[Cell]) -> String {
             md.push('\n');
         }
         let train_s: f64 = here.iter().map(|c| c.train_s).sum();
+        let over = match cfg.seeds {
+            1 => String::new(),
+            k => format!(" over {k} seeds"),
+        };
         md.push_str(&format!(
-            "Student training on {name}: {train_s:.0} s in all.\n\n"
+            "Student training on {name}: {train_s:.0} s in all{over}.\n\n"
         ));
     }
     if !cfg.paper.is_empty() {
@@ -487,9 +555,54 @@ fn report(cfg: &TableConfig, cells: &[Cell]) -> String {
     md
 }
 
-/// One record of a distillation table's CSV.
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = match v.len() {
+        0 | 1 => 0.0,
+        _ => v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0),
+    };
+    (mean, var.sqrt())
+}
+
+/// One value as [`fmt3`] prints it, several as `mean ± std`; nothing for none.
+fn with_spread(v: &[f64]) -> String {
+    match v.len() {
+        0 => String::new(),
+        1 => fmt3(v[0]),
+        _ => {
+            let (m, s) = mean_std(v);
+            format!("{} ± {}", fmt3(m), fmt3(s))
+        }
+    }
+}
+
+/// The column whose mean is lowest by more than the spread: its mean plus its standard deviation
+/// below the runner-up's mean minus the runner-up's. `None` with one seed (no spread to compare
+/// against), fewer than two columns, or overlapping spreads.
+fn clear_best(row: &[Vec<f64>]) -> Option<usize> {
+    let mut stats: Vec<(usize, f64, f64)> = row
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(i, v)| {
+            let (m, s) = mean_std(v);
+            (i, m, s)
+        })
+        .collect();
+    if stats.len() < 2 {
+        return None;
+    }
+    stats.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let ((i, m1, s1), (_, m2, s2)) = (stats[0], stats[1]);
+    (m1 + s1 < m2 - s2).then_some(i)
+}
+
+/// One record of a distillation table's CSV (one per seed).
 #[derive(serde::Serialize)]
 struct CsvRow<'a> {
+    seed: u64,
     dataset: &'a str,
     method: &'a str,
     steps: usize,
@@ -506,6 +619,7 @@ fn csv_rows(cells: &[Cell]) -> Vec<CsvRow<'_>> {
     cells
         .iter()
         .map(|c| CsvRow {
+            seed: c.seed,
             dataset: &c.dataset,
             method: &c.method,
             steps: c.steps,
@@ -519,12 +633,21 @@ fn csv_rows(cells: &[Cell]) -> Vec<CsvRow<'_>> {
         .collect()
 }
 
-/// FD against student steps, one line per method, baselines as flat lines.
+/// Mean FD against student steps (over the seeds), one line per method, baselines as flat
+/// lines.
 fn plot(path: &Path, cfg: &TableConfig, cells: &[Cell]) -> Result<()> {
     let (lo, hi) = (
         *cfg.student_steps.iter().min().unwrap_or(&1) as f64,
         *cfg.student_steps.iter().max().unwrap_or(&1) as f64,
     );
+    let mean_fd = |name: &str, method: &str, steps: usize| {
+        let v: Vec<f64> = cells
+            .iter()
+            .filter(|c| c.dataset == name && c.method == method && c.steps == steps)
+            .map(|c| c.metrics.fd)
+            .collect();
+        (!v.is_empty()).then(|| mean_std(&v).0)
+    };
     let panels: Vec<Panel> = cfg
         .datasets
         .iter()
@@ -534,26 +657,29 @@ fn plot(path: &Path, cfg: &TableConfig, cells: &[Cell]) -> Result<()> {
                 .iter()
                 .map(|m| Series {
                     label: m.label.clone(),
-                    points: cells
+                    points: cfg
+                        .student_steps
                         .iter()
-                        .filter(|c| &c.dataset == name && c.method == m.label)
-                        .map(|c| (c.steps as f64, c.metrics.fd))
+                        .filter_map(|&s| mean_fd(name, &m.label, s).map(|fd| (s as f64, fd)))
                         .collect(),
                 })
                 .collect();
             let fixed = cfg
                 .baselines
                 .iter()
-                .map(|b| (b.label.as_str(), format!("{} ({} steps)", b.label, b.steps)))
-                .chain([(EXACT, EXACT.to_string())]);
-            for (method, label) in fixed {
-                if let Some(c) = cells
-                    .iter()
-                    .find(|c| &c.dataset == name && c.method == method)
-                {
+                .map(|b| {
+                    (
+                        b.label.as_str(),
+                        b.steps,
+                        format!("{} ({} steps)", b.label, b.steps),
+                    )
+                })
+                .chain([(EXACT, 0, EXACT.to_string())]);
+            for (method, steps, label) in fixed {
+                if let Some(fd) = mean_fd(name, method, steps) {
                     series.push(Series {
                         label,
-                        points: vec![(lo, c.metrics.fd), (hi, c.metrics.fd)],
+                        points: vec![(lo, fd), (hi, fd)],
                     });
                 }
             }
@@ -568,4 +694,22 @@ fn plot(path: &Path, cfg: &TableConfig, cells: &[Cell]) -> Result<()> {
         })
         .collect();
     line_panels(path, &panels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_best_is_named_only_when_the_gap_exceeds_the_spread() {
+        let (a, b) = (vec![1.0, 1.2, 1.1], vec![2.0, 2.2, 2.1]);
+        assert_eq!(clear_best(&[b.clone(), a.clone()]), Some(1));
+        // Overlapping spreads: no best.
+        assert_eq!(clear_best(&[vec![1.0, 2.0, 3.0], vec![1.5, 2.5, 3.5]]), None);
+        // One seed has no spread to compare with, one column nothing to rank.
+        assert_eq!(clear_best(&[vec![1.0], vec![2.0]]), None);
+        assert_eq!(clear_best(&[a]), None);
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0]);
+        assert_eq!((m, s), (2.0, 1.0));
+    }
 }

@@ -49,6 +49,8 @@ fn meta(step: u64) -> Meta {
         row_shape: vec![2],
         network: "an mlp".into(),
         student_steps: Some(4),
+        identity: Some("{\"lr\": \"0.001\"}".into()),
+        run_hash: Some("ab12".into()),
     }
 }
 

@@ -153,9 +153,14 @@ pub fn run_configs(cfg: &TableConfig, out: &Path, dataset: &str) -> Result<Vec<T
 /// Runs every cell, writes `<what>.md`, `<what>.csv` and `<what>-fd.png` to `out`, returns the
 /// markdown.
 pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
-    // Resolve every run's config before the first long job, so a typo fails in a second.
+    // Resolve every run's config before the first long job, so a typo fails in a second, and
+    // refuse before any work to reuse a run that was trained with another config.
     for name in &cfg.datasets {
-        run_configs(cfg, out, name)?;
+        for run in run_configs(cfg, out, name)? {
+            if run.data.exists() {
+                run_train::check_reusable(&run)?;
+            }
+        }
     }
     let mut cells = Vec::new();
     let total = cfg.datasets.len() * (1 + cfg.methods.len() * cfg.student_steps.len());

@@ -123,6 +123,9 @@ fn damaged_copy(from: &Path, to: &Path, damage: Damage) {
     damage(&to.join(LAST));
 }
 
+/// A change to a preset's table.
+type Edit = fn(&mut toml::Table);
+
 fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
 }
@@ -342,7 +345,7 @@ fn faults_are_refused_clearly_and_change_nothing() {
             "repro",
         ],
     );
-    let variants: [(&str, &str, fn(&mut toml::Table), Vec<&str>); 4] = [
+    let variants: [(&str, &str, Edit, Vec<&str>); 4] = [
         (
             "reproduce after a teacher lr change",
             "t4-lr.toml",

@@ -547,15 +547,47 @@ fn ctrl_c_checkpoints_at_a_step_boundary_and_resume_is_bit_exact() {
 }
 
 #[test]
+fn ctrl_c_stops_distill_with_a_checkpoint_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    base_fixture(dir);
+    let child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        .args(["distill", "--teacher", "teacher", "--config", "small.toml"])
+        .args(["--steps", "100000", "--batch", "32", "--out", "student"])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_step(&dir.join("student"), 5);
+    signal(&child, libc::SIGINT);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    let (at, _) = latest(&dir.join("student"));
+    assert!(at >= 5, "{at}");
+    assert_eq!(logged_steps(&dir.join("student")).last(), Some(&at));
+    // It continues from there.
+    let end = (at + 3).to_string();
+    run_in(
+        dir,
+        &["distill", "--resume", "--out", "student", "--steps", &end],
+    );
+    assert_eq!(latest(&dir.join("student")).0, at + 3);
+}
+
+#[test]
 fn a_run_killed_before_its_first_checkpoint_leaves_no_duplicate_steps() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    write(&dir.join("small.toml"), SMALL);
+    // Checkpoints every 10^6 steps (and at the end).
+    let rare = SMALL.replace("checkpoint_every = 10", "checkpoint_every = 1000000");
+    write(&dir.join("small.toml"), &rare);
     run_in(
         dir,
         &["data", "make", "ring8", "--n", "2000", "--out", "ring8.h5"],
     );
-    // kill -9 after some logged steps, before any checkpoint (every 10^6 steps).
+    // kill -9 after some logged steps, before any checkpoint.
     let mut child = spawn_train(dir, "run", "100000", &["--seed", "3"]);
     wait_for_step(&dir.join("run"), 10);
     child.kill().unwrap();

@@ -29,10 +29,17 @@ impl Identity {
         entries.insert("data file sha256".into(), file_sha256(&cfg.data)?);
         for (what, path) in [("teacher", &cfg.teacher), ("init", &cfg.init)] {
             let Some(path) = path else { continue };
-            let ck = checkpoint::resolve(path)?;
-            let meta = checkpoint::load(&ck, &[])?.meta;
-            entries.insert(format!("{what} checkpoint step"), meta.step.to_string());
-            entries.insert(format!("{what} run hash"), run_hash(&meta));
+            // A resumed run no longer reads `init`, which may be gone: its identity says so
+            // (and then matches no recorded one). A damaged checkpoint is an error.
+            let (step, hash) = match checkpoint::resolve(path) {
+                Ok(ck) => {
+                    let meta = checkpoint::load(&ck, &[])?.meta;
+                    (meta.step.to_string(), run_hash(&meta))
+                }
+                Err(_) => ("(not found)".to_string(), "(not found)".to_string()),
+            };
+            entries.insert(format!("{what} checkpoint step"), step);
+            entries.insert(format!("{what} run hash"), hash);
         }
         Ok(Identity(entries))
     }

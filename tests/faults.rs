@@ -577,6 +577,43 @@ fn ctrl_c_stops_distill_with_a_checkpoint_too() {
 }
 
 #[test]
+fn ctrl_c_stops_a_reproduction_with_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write(
+        &dir.join("t4.toml"),
+        &table4(|t| {
+            let teacher = t["teacher"].as_table_mut().unwrap();
+            teacher.insert("steps".into(), 100000.into());
+            teacher.insert("log_every".into(), 5.into());
+        }),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        .args([
+            "reproduce",
+            "table4",
+            "--config",
+            "t4.toml",
+            "--out",
+            "repro",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let teacher = dir.join("repro/ring8/teacher");
+    wait_for_step(&teacher, 5);
+    signal(&child, libc::SIGINT);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("resumes unfinished runs"), "{err}");
+    let (at, _) = latest(&teacher);
+    assert_eq!(logged_steps(&teacher).last(), Some(&at));
+}
+
+#[test]
 fn a_run_killed_before_its_first_checkpoint_leaves_no_duplicate_steps() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -3,7 +3,7 @@
 use dfdx::shapes::HasShape;
 use fewstep::integrator::{Integrator, StepCtx};
 use fewstep::register_plugin;
-use fewstep::tensor::{normal, Batch};
+use fewstep::tensor::Batch;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +32,9 @@ impl Integrator for Ddpm {
         let c_x = a_s * one_minus_r;
         let sd = s_s * one_minus_r.sqrt();
         let (n, d) = *z_t.shape();
-        Ok(z_t * c_z as f32 + x_hat * c_x as f32 + normal(ctx.dev, n, d) * sd as f32)
+        // The row's own noise stream: the same samples at any --batch.
+        let xi = ctx.row_normal(n, d)?;
+        Ok(z_t * c_z as f32 + x_hat * c_x as f32 + xi * sd as f32)
     }
 }
 

@@ -7,7 +7,7 @@ use dfdx::shapes::HasShape;
 use fewstep::integrator::xvar::XVar;
 use fewstep::integrator::{ddim_step, Integrator, StepCtx};
 use fewstep::register_plugin;
-use fewstep::tensor::{normal, Batch, Coef};
+use fewstep::tensor::{Batch, Coef};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +22,9 @@ impl Integrator for NoiseDdim {
         let x_hat = ctx.denoise(&z_t, t)?;
         let sd: Vec<f64> = self.0.at(ctx, &z_t, t)?.iter().map(|v| v.sqrt()).collect();
         let (n, d) = *x_hat.shape();
-        let x_noisy = x_hat + Coef::from_host(ctx.dev, &sd).scale(normal(ctx.dev, n, d));
+        // The row's own noise stream: the same samples at any --batch.
+        let xi = ctx.row_normal(n, d)?;
+        let x_noisy = x_hat + Coef::from_host(ctx.dev, &sd).scale(xi);
         Ok(ddim_step(ctx.schedule, x_noisy, z_t, t, s))
     }
 }

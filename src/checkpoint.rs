@@ -26,6 +26,11 @@ pub struct Meta {
     pub network: String,
     /// Sampling steps of a fixed-step student (distillation), if any.
     pub student_steps: Option<usize>,
+    /// The run's identity (`crate::train::identity`) as JSON: what decides whether a finished
+    /// run may be reused. Absent from checkpoints written before it existed.
+    pub identity: Option<String>,
+    /// The SHA-256 of that identity (`run_hash`).
+    pub run_hash: Option<String>,
 }
 
 /// A loaded checkpoint: its file, metadata and the requested tensors.
@@ -67,6 +72,12 @@ pub fn save(dir: &Path, meta: &Meta, state: &StateDict) -> Result<PathBuf> {
     ]);
     if let Some(s) = meta.student_steps {
         info.insert("student_steps".into(), s.to_string());
+    }
+    if let Some(id) = &meta.identity {
+        info.insert("run_identity".into(), id.clone());
+    }
+    if let Some(h) = &meta.run_hash {
+        info.insert("run_hash".into(), h.clone());
     }
     let data = safetensors::serialize(views, &Some(info))
         .map_err(|e| anyhow!("cannot serialise checkpoint: {e:?}"))?;
@@ -201,6 +212,8 @@ fn meta_of(path: &Path, header: &Metadata) -> Result<Meta> {
         row_shape: serde_json::from_str(&field("row_shape")?).context("metadata `row_shape`")?,
         network: field("network")?,
         student_steps: info.get("student_steps").and_then(|s| s.parse().ok()),
+        identity: info.get("run_identity").cloned(),
+        run_hash: info.get("run_hash").cloned(),
     })
 }
 

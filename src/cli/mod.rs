@@ -81,6 +81,15 @@ pub fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
     init_tracing(&cli.log);
+    // Training stops at a step boundary with a checkpoint on the first Ctrl-C or SIGTERM.
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::Distill(_) | Command::Reproduce(_)
+    ) {
+        if let Err(e) = crate::interrupt::install() {
+            eprintln!("warning: cannot handle Ctrl-C ({e}): an interrupt loses unsaved steps");
+        }
+    }
     let result = match cli.command {
         Command::List(a) => list::run(a),
         Command::Sample(a) => sample::run(a),
@@ -101,7 +110,10 @@ pub fn main() -> ExitCode {
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::FAILURE
+            match crate::interrupt::exit_code(&e) {
+                Some(code) => ExitCode::from(code),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -173,10 +173,15 @@ pub fn run(what: &str, cfg: &TableConfig, out: &Path) -> Result<String> {
             Ok((c, dir))
         })
         .collect::<Result<_>>()?;
-    // Resolve every run's config before the first long job, so a typo fails in a second.
+    // Resolve every run's config before the first long job, so a typo fails in a second, and
+    // refuse before any work to reuse a run that was trained with another config.
     for (c, dir) in &seeded {
         for name in &c.datasets {
-            run_configs(c, dir, name)?;
+            for run in run_configs(c, dir, name)? {
+                if run.data.exists() {
+                    run_train::check_reusable(&run)?;
+                }
+            }
         }
     }
     let mut cells = Vec::new();
@@ -705,7 +710,10 @@ mod tests {
         let (a, b) = (vec![1.0, 1.2, 1.1], vec![2.0, 2.2, 2.1]);
         assert_eq!(clear_best(&[b.clone(), a.clone()]), Some(1));
         // Overlapping spreads: no best.
-        assert_eq!(clear_best(&[vec![1.0, 2.0, 3.0], vec![1.5, 2.5, 3.5]]), None);
+        assert_eq!(
+            clear_best(&[vec![1.0, 2.0, 3.0], vec![1.5, 2.5, 3.5]]),
+            None
+        );
         // One seed has no spread to compare with, one column nothing to rank.
         assert_eq!(clear_best(&[vec![1.0], vec![2.0]]), None);
         assert_eq!(clear_best(&[a]), None);

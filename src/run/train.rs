@@ -3,6 +3,7 @@
 
 use crate::checkpoint;
 use crate::config::{ConfigBuilder, Overrides};
+use crate::train::identity::Identity;
 use crate::train::{self, TrainConfig, TrainOutcome};
 use anyhow::{bail, Result};
 use std::path::Path;
@@ -58,10 +59,23 @@ pub fn run(cfg: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
 }
 
 /// Trains `cfg` to its last step unless it is there already: reuses a finished run (`None`),
-/// resumes an unfinished one.
+/// resumes an unfinished one — either only when the run in `cfg.out` has `cfg`'s whole identity
+/// (config, data bytes, teacher; [`Identity`]), else it refuses, saying what changed.
 pub fn finish(cfg: &TrainConfig) -> Result<Option<TrainOutcome>> {
-    match checkpoint::list(&cfg.out)?.last().map(|(s, _)| *s) {
-        Some(s) if s >= cfg.steps => Ok(None),
-        at => run(cfg, at.is_some()).map(Some),
+    match check_reusable(cfg)? {
+        None => run(cfg, false).map(Some),
+        Some(step) if step >= cfg.steps => Ok(None),
+        Some(_) => run(cfg, true).map(Some),
     }
+}
+
+/// The step of the run in `cfg.out` when it is `cfg`'s run ([`Identity`]: config, data bytes,
+/// teacher), `None` when there is none yet; an error saying what changed when it is another.
+pub fn check_reusable(cfg: &TrainConfig) -> Result<Option<u64>> {
+    let Some((step, path)) = checkpoint::list(&cfg.out)?.pop() else {
+        return Ok(None);
+    };
+    let meta = checkpoint::load(&path, &[])?.meta;
+    Identity::of(cfg)?.require_same(&path, &meta, &cfg.out)?;
+    Ok(Some(step))
 }

@@ -131,6 +131,17 @@ impl Report {
         Ok(())
     }
 
+    /// Writes the line of an unfinished window ending at step `done` (a run stopped early).
+    pub fn flush(&mut self, done: u64) -> Result<()> {
+        if self.window.n > 0 {
+            let line = self.window.line(done, self.batch, self.t0);
+            self.loss = line.loss;
+            writeln!(self.log, "{}", serde_json::to_string(&line)?)?;
+            self.window = Window::new(Instant::now());
+        }
+        Ok(())
+    }
+
     /// Leaves the bar where a failed step stopped it.
     pub fn abandon(&self) {
         self.bar.abandon();
@@ -153,5 +164,8 @@ pub(super) fn truncate_log(path: &Path, step: u64) -> Result<()> {
         .filter(|l| serde_json::from_str::<LogLine>(l).is_ok_and(|l| l.step <= step))
         .map(|l| format!("{l}\n"))
         .collect();
+    if kept == text {
+        return Ok(());
+    }
     crate::output::write_bytes(path, kept.as_bytes())
 }

@@ -11,6 +11,7 @@
 //! [`step`] (one optimisation step), [`rounds`] (the frozen teachers of later rounds) and [`log`]
 //! (`log.jsonl`); [`train`] walks the steps and writes checkpoints.
 
+pub mod identity;
 pub mod log;
 pub mod lr;
 mod rounds;
@@ -23,6 +24,7 @@ pub use step::{step_rng, train_step, StepStats};
 
 use crate::checkpoint::{self, Meta};
 use crate::denoiser::{AdamW, DenoiserSpec, PARTS};
+use crate::interrupt::{Interrupted, Listening};
 use crate::objective::{scale_count, DistillObjective};
 use crate::schedule::Schedule;
 use crate::tensor::{batch_to_device, seeded_device};
@@ -188,6 +190,8 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
     let config_toml = crate::config::to_toml(cfg)?;
     let log = setup::prepare_folder(cfg, resume, &config_toml)?;
     let about = run.net.describe();
+    let identity = identity::Identity::of(cfg)?;
+    let (identity_json, run_hash) = (identity.to_json(), identity.hash());
     // A checkpoint after `step` iterations records the S of the round the last one trained.
     let meta = |step: u64| Meta {
         step,
@@ -199,9 +203,14 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
             .and_then(|i| cfg.objective.round(i))
             .map(|r| r.student_steps)
             .or(cfg.objective.student_steps()),
+        identity: Some(identity_json.clone()),
+        run_hash: Some(run_hash.clone()),
     };
     let mut rounds = RoundTeacher::default();
     let mut report = Report::new(cfg, log, run.start, progress);
+    // From here a first Ctrl-C or SIGTERM (with the handler installed) stops at the next step
+    // boundary with a checkpoint instead of losing the steps since the last one.
+    let listening = Listening::start();
     for step in run.start..cfg.steps {
         if let Some(r) = cfg.objective.round(step).filter(|r| r.index > 0) {
             rounds.enter(&r, &cfg.out, &dev, || run.net.state(&PARTS), meta(r.start))?;
@@ -224,13 +233,33 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         })?;
         let done = step + 1;
         report.step(done, &stats)?;
-        if done % cfg.checkpoint_every == 0 || done == cfg.steps {
+        let stop = listening.requested();
+        if done % cfg.checkpoint_every == 0 || done == cfg.steps || stop.is_some() {
             let path = checkpoint::save(&cfg.out, &meta(done), &run.net.state(&PARTS))?;
             checkpoint::prune(&cfg.out, cfg.keep_checkpoints)?;
             tracing::info!("step {done}: wrote {}", path.display());
             run.last = Some(path);
         }
+        if let Some(signal) = stop {
+            // The log ends where the checkpoint does, so a resume appends no step twice.
+            report.flush(done)?;
+            report.abandon();
+            let ckpt = run.last.as_deref().unwrap_or(&cfg.out);
+            return Err(Interrupted {
+                signal,
+                message: format!(
+                    "stopped after step {done} of {} and wrote {}; the same command with \
+                     `--resume --out {}` continues it (`fewstep reproduce` resumes unfinished \
+                     runs by itself)",
+                    cfg.steps,
+                    ckpt.display(),
+                    cfg.out.display()
+                ),
+            }
+            .into());
+        }
     }
+    drop(listening);
     let seconds = report.finish();
     Ok(TrainOutcome {
         step: cfg.steps,

@@ -120,7 +120,8 @@ impl RunState {
 }
 
 /// Creates the run folder, writes `config.toml` and opens `log.jsonl` for appending; a fresh
-/// run first removes round teachers an earlier run left without a checkpoint.
+/// run first removes round teachers and log lines an earlier run left without a checkpoint (a
+/// resume has cut the log to its checkpoint's step already, [`RunState::open`]).
 pub fn prepare_folder(cfg: &TrainConfig, resume: bool, config_toml: &str) -> Result<File> {
     let stale_rounds = cfg.out.join("rounds");
     if !resume && stale_rounds.exists() {
@@ -130,11 +131,18 @@ pub fn prepare_folder(cfg: &TrainConfig, resume: bool, config_toml: &str) -> Res
     }
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("cannot create {}", cfg.out.display()))?;
-    crate::output::write_bytes(&cfg.out.join("config.toml"), config_toml.as_bytes())?;
-    Ok(std::fs::OpenOptions::new()
+    let log_path = cfg.out.join("log.jsonl");
+    if !resume {
+        // A run killed before its first checkpoint leaves its lines: this run restarts at step 0.
+        truncate_log(&log_path, 0)?;
+    }
+    let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(cfg.out.join("log.jsonl"))?)
+        .open(&log_path)
+        .with_context(|| format!("cannot open the run's log {}", log_path.display()))?;
+    crate::output::write_bytes(&cfg.out.join("config.toml"), config_toml.as_bytes())?;
+    Ok(log)
 }
 
 /// The run's teacher: a checkpoint's EMA network, or a denoiser plugin built on the data.

@@ -186,10 +186,33 @@ pub fn write_str_attr(loc: &hdf5::Location, name: &str, value: &str) -> Result<(
     Ok(())
 }
 
-/// Reads a string attribute, if present.
-pub fn read_str_attr(loc: &hdf5::Location, name: &str) -> Option<String> {
-    let a = loc.attr(name).ok()?;
-    a.read_scalar::<VarLenUnicode>()
-        .ok()
-        .map(|s| s.as_str().to_string())
+/// Reads a string attribute: `Ok(None)` when there is none or it holds no string, an error
+/// when the file cannot deliver it (a damaged file: the heap of a variable-length string, say).
+pub fn read_str_attr(loc: &hdf5::Location, name: &str) -> Result<Option<String>> {
+    let Ok(a) = loc.attr(name) else {
+        return Ok(None);
+    };
+    let unreadable = || {
+        format!(
+            "{}: cannot read the attribute `{name}` of `{}`; the file is damaged",
+            loc.filename(),
+            loc.name()
+        )
+    };
+    match a
+        .dtype()
+        .and_then(|t| t.to_descriptor())
+        .with_context(unreadable)?
+    {
+        // Variable-length strings live in the file's global heap: a read failure there is damage.
+        TypeDescriptor::VarLenUnicode | TypeDescriptor::VarLenAscii => a
+            .read_scalar::<VarLenUnicode>()
+            .map(|s| Some(s.as_str().to_string()))
+            .with_context(unreadable),
+        // Fixed-length strings convert when HDF5 has a conversion path; other types hold none.
+        _ => Ok(a
+            .read_scalar::<VarLenUnicode>()
+            .ok()
+            .map(|s| s.as_str().to_string())),
+    }
 }

@@ -17,6 +17,10 @@ apt_install() {
 need_pkgs=()
 command -v cc >/dev/null 2>&1 || need_pkgs+=(build-essential)
 command -v make >/dev/null 2>&1 || need_pkgs+=(make)
+# rustup's installer is fetched with curl when there is no Rust yet.
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  command -v curl >/dev/null 2>&1 || need_pkgs+=(curl ca-certificates)
+fi
 [ ${#need_pkgs[@]} -eq 0 ] || apt_install "${need_pkgs[@]}"
 
 # cmake >= 3.26 (HDF5 2.2's minimum; Debian 12 ships 3.25): the one on PATH when new enough,

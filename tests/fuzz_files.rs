@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{ok, p};
+use common::ok;
 use rand::{Rng, RngCore};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -18,6 +18,14 @@ use std::time::{Duration, Instant};
 const SEED: u64 = 20;
 /// A child that takes longer than this is counted as hung.
 const CHILD_LIMIT: Duration = Duration::from_secs(30);
+
+/// The binary under test; `FEWSTEP_FUZZ_BIN` points the runs at another build (e.g. one linked
+/// against Debian 12's libhdf5, which crashes here) to see the test fail.
+fn binary() -> PathBuf {
+    std::env::var_os("FEWSTEP_FUZZ_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_fewstep")))
+}
 
 /// `count` copies of `file`, each with 1-64 bytes at random offsets set to random values.
 fn flipped_copies(file: &Path, dir: &Path, count: usize, rng: &mut impl RngCore) -> Vec<PathBuf> {
@@ -49,7 +57,7 @@ enum Outcome {
 }
 
 fn run(args: &[String], scratch: &Path) -> Outcome {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fewstep"))
+    let mut child = Command::new(binary())
         .args(args)
         .current_dir(scratch)
         .stdin(Stdio::null())
@@ -118,31 +126,7 @@ fn damaged_files_end_in_a_result_or_a_clean_error_never_a_crash() {
     // The intact files: a ring8 dataset (with its `/mixture`), samples drawn from it, a tiny
     // network's checkpoint (one training step) and an `.npy` array.
     let data = base.join("ring8.h5");
-    ok(&[
-        "data",
-        "make",
-        "ring8",
-        "--n",
-        "64",
-        "--seed",
-        "1",
-        "--out",
-        p(&data),
-    ]);
     let samples = base.join("samples.h5");
-    ok(&[
-        "sample",
-        "--data",
-        p(&data),
-        "--denoiser",
-        "gmm",
-        "--steps",
-        "2",
-        "--n",
-        "32",
-        "--out",
-        p(&samples),
-    ]);
     let config = base.join("tiny.toml");
     std::fs::write(
         &config,
@@ -150,97 +134,74 @@ fn damaged_files_end_in_a_result_or_a_clean_error_never_a_crash() {
     )
     .unwrap();
     let run_dir = base.join("run");
-    ok(&[
-        "train",
-        "--config",
-        p(&config),
-        "--data",
-        p(&data),
-        "--steps",
-        "1",
-        "--batch",
-        "8",
-        "--out",
-        p(&run_dir),
-    ]);
+    let (d, s, c, r) = (
+        data.display(),
+        samples.display(),
+        config.display(),
+        run_dir.display(),
+    );
+    for line in [
+        format!("data make ring8 --n 64 --seed 1 --out {d}"),
+        format!("sample --data {d} --denoiser gmm --steps 2 --n 32 --out {s}"),
+        format!("train --config {c} --data {d} --steps 1 --batch 8 --out {r}"),
+    ] {
+        ok(&line.split(' ').collect::<Vec<_>>());
+    }
     let ckpt = fewstep::checkpoint::latest(&run_dir).unwrap();
     let npy = base.join("rows.npy");
     write_npy(&npy, 16);
 
     let mut rng = fewstep::seed::seeded(SEED);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corrupt-heap.h5");
-    let mut datasets = flipped_copies(&data, &copies, 200, &mut rng);
+    let mut datasets = flipped_copies(&data, &copies, 300, &mut rng);
     datasets.push(fixture);
-    let sample_files = flipped_copies(&samples, &copies, 60, &mut rng);
-    let checkpoints = flipped_copies(&ckpt, &copies, 60, &mut rng);
-    let arrays = flipped_copies(&npy, &copies, 40, &mut rng);
+    let sample_files = flipped_copies(&samples, &copies, 100, &mut rng);
+    let checkpoints = flipped_copies(&ckpt, &copies, 100, &mut rng);
+    let arrays = flipped_copies(&npy, &copies, 60, &mut rng);
 
-    // Every command that opens such a file, each with the least work that still reads it.
-    let out = |name: &str| scratch.join(name).to_str().unwrap().to_string();
-    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
-    let mut jobs: Vec<Vec<String>> = Vec::new();
+    // Every command that opens such a file, each with the least work that still reads it. The
+    // temporary paths hold no spaces, so a command line splits on them.
+    let sc = scratch.display();
+    let (data, samples, config) = (data.display(), samples.display(), config.display());
+    let mut lines: Vec<String> = Vec::new();
     for (i, f) in datasets.iter().enumerate() {
-        let f = p(f);
-        jobs.push(s(&["data", "inspect", f]));
-        jobs.push(s(&[
-            "sample",
-            "--data",
-            f,
-            "--denoiser",
-            "gmm",
-            "--steps",
-            "1",
-            "--n",
-            "4",
-            "--out",
-            &out(&format!("s{i}.h5")),
-        ]));
-        jobs.push(s(&["eval", p(&samples), "--reference", f]));
-        // Training opens the data with the loader; a quarter of the copies keep the run short.
-        if i % 4 == 0 {
-            jobs.push(s(&[
-                "train",
-                "--config",
-                p(&config),
-                "--data",
-                f,
-                "--steps",
-                "1",
-                "--batch",
-                "4",
-                "--out",
-                &out(&format!("t{i}")),
-            ]));
+        let f = f.display();
+        lines.push(format!("data inspect {f}"));
+        lines.push(format!(
+            "sample --data {f} --denoiser gmm --steps 1 --n 4 --out {sc}/s{i}.h5"
+        ));
+        lines.push(format!("eval {samples} --reference {f}"));
+        // Training reads the data through the loader; a third of the copies keep it short.
+        if i % 3 == 0 {
+            lines.push(format!(
+                "train --config {config} --data {f} --steps 1 --batch 4 --out {sc}/t{i}"
+            ));
         }
     }
     for f in &sample_files {
-        jobs.push(s(&["eval", p(f), "--reference", p(&data)]));
-        jobs.push(s(&["data", "inspect", p(f)]));
+        lines.push(format!("eval {} --reference {data}", f.display()));
+        lines.push(format!("data inspect {}", f.display()));
     }
     for (i, f) in checkpoints.iter().enumerate() {
-        jobs.push(s(&[
-            "sample",
-            "--checkpoint",
-            p(f),
-            "--steps",
-            "1",
-            "--n",
-            "4",
-            "--out",
-            &out(&format!("c{i}.h5")),
-        ]));
+        let f = f.display();
+        lines.push(format!(
+            "sample --checkpoint {f} --steps 1 --n 4 --out {sc}/c{i}.h5"
+        ));
+        // Distillation reads the teacher's metadata, its weights and (by default) its data.
+        lines.push(format!(
+            "distill --teacher {f} --student-steps 1 --steps 1 --batch 4 --out {sc}/d{i}"
+        ));
     }
     for (i, f) in arrays.iter().enumerate() {
-        jobs.push(s(&[
-            "data",
-            "import",
-            "--from",
-            "npy",
-            p(f),
-            "--out",
-            &out(&format!("i{i}.h5")),
-        ]));
+        lines.push(format!(
+            "data import --from npy {} --out {sc}/i{i}.h5",
+            f.display()
+        ));
     }
+    let jobs: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| l.split(' ').map(str::to_string).collect())
+        .collect();
 
     // A few children at a time: most of each run is process start-up.
     let next = Mutex::new(jobs.iter());
@@ -258,6 +219,18 @@ fn damaged_files_end_in_a_result_or_a_clean_error_never_a_crash() {
     });
     let results = results.into_inner().unwrap();
     let count = |want: &Outcome| results.iter().filter(|(_, o)| o == want).count();
+    // Per command (its words up to the first path): runs, successes, clean errors.
+    let mut per_command = std::collections::BTreeMap::<String, [usize; 3]>::new();
+    for (job, o) in &results {
+        let words: Vec<_> = job.split(' ').take_while(|w| !w.contains('/')).collect();
+        let c = per_command.entry(words.join(" ")).or_default();
+        c[0] += 1;
+        c[1] += usize::from(*o == Outcome::Success);
+        c[2] += usize::from(*o == Outcome::CleanError);
+    }
+    for (cmd, [runs, ok, clean]) in &per_command {
+        eprintln!("  {cmd:<28} {runs:>4} runs: {ok:>4} successes, {clean:>4} clean errors");
+    }
     let bad: Vec<_> = results
         .iter()
         .filter(|(_, o)| matches!(o, Outcome::Bad(_)))

@@ -1,7 +1,8 @@
 //! Damaged files never crash the process (issue 20): seeded byte-flipped copies of a small
 //! dataset, a samples file, a checkpoint and an `.npy` array, plus a file known to have crashed
-//! Debian 12's libhdf5 (`tests/fixtures/corrupt-heap.h5`), are read by every command that opens
-//! such a file. Each command runs in a child process, so that a crash is observed rather than
+//! Debian 12's libhdf5 1.10.8 (`tests/fixtures/corrupt-heap.h5`: a ring8 dataset with random
+//! bytes changed, whose `/data` attribute `source` points into a damaged heap), are read by every
+//! command that opens such a file. Each command runs in a child process, so that a crash is observed rather than
 //! fatal: every run must end with exit code 0 or with fewstep's clean error (exit code 1, an
 //! `error: ` line, no panic), never with a signal or a panic's 101.
 

@@ -87,6 +87,8 @@ printf '#!/bin/sh\necho compute_cap\necho %s\n' "${CAP%?}.${CAP: -1}" >"$FAKEBIN
 chmod +x "$FAKEBIN/nvidia-smi"
 
 # 4. Build. The release profile keeps debug info off; only the CUDA target dir is touched.
+# setup.sh provides the cmake that builds the bundled HDF5 (exports CMAKE).
+source "$REPO/scripts/setup.sh"
 export PATH=$FAKEBIN:$CU/bin:$PATH CUDA_ROOT=$ROOT CUDA_COMPUTE_CAP=$CAP
 unset CUDA_PATH CUDA_TOOLKIT_ROOT_DIR CUDNN_LIB || true
 say "cargo build --release --features cuda (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
@@ -108,7 +110,7 @@ BUILD_S=$(($(date +%s) - TB))
 
 # 5. Gather what the GPU machine needs into .cuda-bin/.
 rm -rf "$DIST"
-mkdir -p "$DIST/dfdx-out" "$DIST/lib" "$DIST/benches"
+mkdir -p "$DIST/dfdx-out" "$DIST/benches"
 cp -f "$CARGO_TARGET_DIR/release/fewstep" "$DIST/fewstep"
 for be in "${BENCH_EXES[@]}"; do cp -f "${be#*=}" "$DIST/benches/${be%%=*}"; done
 # Absolute paths compiled in: dfdx's CUDA_INCLUDE_DIR and its build OUT_DIR, the include paths of
@@ -130,12 +132,14 @@ cp -f "${OUTS[0]}"/*.cuh "$DIST/dfdx-out/"
   echo "BUILT_FROM=\"$(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD || echo -dirty)\""
   echo "BUILT_AT=\"$(date -u +%FT%TZ)\""
 } >"$DIST/baked.env"
-# Non-CUDA shared libraries the GPU machine may lack (libhdf5 and what it pulls in). glibc's own
-# libraries and the CUDA ones come from the GPU machine.
+# HDF5 and zlib are linked in statically (Cargo.toml), so the binary needs only glibc's libraries
+# and the CUDA ones, which the GPU machine has: anything else it needed would be missing there.
 RT_PATH=$ROOT/lib64/stubs:$CU/lib
-LD_LIBRARY_PATH=$RT_PATH ldd "$DIST/fewstep" "$DIST"/benches/* 2>/dev/null | awk '$2=="=>" && $3 ~ /^\// {print $1, $3}' |
-  { grep -vE '^(libc|libm|libdl|librt|libpthread|libresolv|libgcc_s|ld-linux[^ ]*|libcuda|libcublas|libcublasLt|libnvrtc|libcurand|libcudart)\.so' || true; } |
-  sort -u | while read -r name path; do cp -fL "$path" "$DIST/lib/$name"; done
+extra=$(LD_LIBRARY_PATH=$RT_PATH ldd "$DIST/fewstep" "$DIST"/benches/* 2>/dev/null | awk '$2=="=>" {print $1}' |
+  { grep -vE '^(libc|libm|libdl|librt|libpthread|libresolv|libgcc_s|ld-linux[^ ]*|libcuda|libcublas|libcublasLt|libnvrtc|libcurand|libcudart)\.so' || true; } | sort -u)
+if [ -n "$extra" ]; then
+  echo "the binary needs libraries the GPU machine may lack: $extra" >&2; exit 1
+fi
 if LD_LIBRARY_PATH=$RT_PATH ldd "$DIST/fewstep" | grep -q 'not found'; then
   echo "unresolved libraries:" >&2; LD_LIBRARY_PATH=$RT_PATH ldd "$DIST/fewstep" | grep 'not found' >&2; exit 1
 fi
@@ -144,7 +148,6 @@ fi
 say "done in $(($(date +%s) - T0)) s (cargo: $BUILD_S s)"
 say "$DIST/fewstep: $(stat -c %s "$DIST/fewstep") bytes; NEEDED:"
 readelf -d "$DIST/fewstep" | awk '/NEEDED/ {gsub(/[\[\]]/, "", $5); printf "   %s\n", $5}'
-say "bundled in $DIST/lib ($(du -sh "$DIST/lib" | cut -f1)): $(cd "$DIST/lib" && echo *)"
 for b in "$DIST"/benches/*; do [ -f "$b" ] && say "bench: $b ($(stat -c %s "$b") bytes)"; done
 say "baked paths (scripts/gpu-run.sh recreates them):"; sed 's/^/   /' "$DIST/baked.env"
 say "total to carry: $(du -sh "$DIST" | cut -f1)   (device run: carry [\".cuda-bin\"], command: scripts/gpu-run.sh ARGS)"

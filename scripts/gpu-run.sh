@@ -4,8 +4,8 @@
 #   scripts/gpu-run.sh ARGS...                 # .cuda-bin/fewstep ARGS...
 #   scripts/gpu-run.sh --exe PATH ARGS...      # another binary built the same way (e.g. a bench)
 #
-# It puts the GPU machine's CUDA 13 libraries (those of its python3's torch venv) and the bundled
-# non-CUDA libraries on the library path, and recreates the two absolute paths that dfdx's
+# It puts the GPU machine's CUDA 13 libraries (those of its python3's torch venv) on the library
+# path (HDF5 is linked into the binary), and recreates the two absolute paths that dfdx's
 # run-time (NVRTC) kernels include from: the CUDA include dir and dfdx's build OUT_DIR.
 # CU13 overrides the nvidia/cu13 folder (for a smoke test off the GPU machine).
 set -euo pipefail
@@ -39,4 +39,4 @@ if [ -z "${FEWSTEP_GPU_QUIET:-}" ] && command -v nvidia-smi >/dev/null; then
     "| build $BUILT_FROM $BUILT_AT" >&2
 fi
 # Only the binary sees these libraries (python3 and the rest of the machine keep their own).
-exec env LD_LIBRARY_PATH="$CU13/lib:$DIST/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$EXE" "$@"
+exec env LD_LIBRARY_PATH="$CU13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$EXE" "$@"

@@ -179,10 +179,12 @@ fn read_header(path: &Path) -> Result<Metadata> {
         .map(|t| t.data_offsets.1 as u64)
         .max()
         .unwrap_or(0);
-    if 8 + n + data_len != file_len {
+    // Offsets come from the file: added without overflow (n is at most 100 MB here).
+    if (8 + n).checked_add(data_len) != Some(file_len) {
         return Err(not_safetensors(&format!(
-            "the header describes {} bytes, the file has {file_len} (truncated?)",
-            8 + n + data_len
+            "the header describes {data_len} bytes of tensors after its {} bytes, the file has \
+             {file_len} (truncated?)",
+            8 + n
         )));
     }
     Ok(header)
@@ -206,15 +208,42 @@ fn meta_of(path: &Path, header: &Metadata) -> Result<Meta> {
             field("format")?
         );
     }
+    let row_shape: Vec<usize> =
+        serde_json::from_str(&field("row_shape")?).context("metadata `row_shape`")?;
+    check_row_shape(path, &row_shape, header)?;
     Ok(Meta {
         step: field("step")?.parse().context("metadata `step`")?,
         config: field("config")?,
-        row_shape: serde_json::from_str(&field("row_shape")?).context("metadata `row_shape`")?,
+        row_shape,
         network: field("network")?,
         student_steps: info.get("student_steps").and_then(|s| s.parse().ok()),
         identity: info.get("run_identity").cloned(),
         run_hash: info.get("run_hash").cloned(),
     })
+}
+
+/// The row shape sizes the network built before its weights are loaded, so a damaged one must
+/// not ask for more than the file can back: every network reads each value of a row through at
+/// least one weight of its own (the first layer or patch embedding), so a row has no more values
+/// than the checkpoint has weights.
+fn check_row_shape(path: &Path, row_shape: &[usize], header: &Metadata) -> Result<()> {
+    let weights: u64 = header
+        .tensors()
+        .values()
+        .map(|t| (t.data_offsets.1.saturating_sub(t.data_offsets.0) / 4) as u64)
+        .sum();
+    let values = row_shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+    match values {
+        Some(v) if v >= 1 && v <= weights => Ok(()),
+        _ => bail!(
+            "{}: metadata `row_shape` {row_shape:?} does not fit the checkpoint's {weights} \
+             weights (a row has at least one value, and no more than the network has weights): \
+             the file is damaged",
+            path.display()
+        ),
+    }
 }
 
 /// The checkpoints in a run folder as (step, path), oldest first.
@@ -289,5 +318,68 @@ pub fn config_table(meta: &Meta, key: &str) -> Result<toml::Table> {
     match config.get(key) {
         Some(toml::Value::Table(t)) => Ok(t.clone()),
         _ => bail!("the checkpoint's config has no [{key}] table"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint file of `header` (its tensors' metadata as JSON) and `data_len` zero bytes.
+    fn file_with(
+        dir: &Path,
+        row_shape: &str,
+        tensor: serde_json::Value,
+        data_len: usize,
+    ) -> PathBuf {
+        let header = serde_json::json!({
+            "__metadata__": {
+                "format": FORMAT, "step": "1", "config": "", "row_shape": row_shape, "network": "",
+            },
+            "ema.w": tensor,
+        })
+        .to_string();
+        let mut b = (header.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(header.as_bytes());
+        b.resize(b.len() + data_len, 0);
+        let path = dir.join("ckpt.safetensors");
+        std::fs::write(&path, b).unwrap();
+        path
+    }
+
+    #[test]
+    fn tensor_offsets_near_the_top_of_u64_are_refused_not_overflowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensor =
+            serde_json::json!({"dtype": "F32", "shape": [1], "data_offsets": [0, u64::MAX]});
+        let path = file_with(dir.path(), "[1]", tensor, 4);
+        for parts in [&[][..], &["ema"][..]] {
+            let e = format!("{:#}", load(&path, parts).err().unwrap());
+            assert!(e.contains("not a readable safetensors checkpoint"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_row_shape_the_weights_cannot_back_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tensor = serde_json::json!({"dtype": "F32", "shape": [6], "data_offsets": [0, 24]});
+        for (row_shape, fits) in [
+            ("[6]", true),
+            ("[2, 3]", true),
+            ("[7]", false),
+            ("[0]", false),
+            ("[1000000000000]", false),
+            ("[4294967296, 4294967296]", false),
+        ] {
+            let path = file_with(dir.path(), row_shape, tensor.clone(), 24);
+            match (load(&path, &[]), fits) {
+                (Ok(ck), true) => assert_eq!(ck.meta.row_shape.iter().product::<usize>(), 6),
+                (Err(e), false) => {
+                    let e = e.to_string();
+                    assert!(e.contains("row_shape") && e.contains("6 weights"), "{e}");
+                }
+                (r, _) => panic!("{row_shape}: {:?}", r.map(|c| c.meta)),
+            }
+        }
     }
 }

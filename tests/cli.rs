@@ -104,7 +104,7 @@ fn sample_is_seeded_flags_override_config_and_noise_file_is_used() {
 
     let file = hdf5::File::open(&c).unwrap();
     let ds = file.dataset("data").unwrap();
-    let attr = |k: &str| fewstep::data::h5::read_str_attr(&ds, k).unwrap();
+    let attr = |k: &str| fewstep::data::h5::read_str_attr(&ds, k).unwrap().unwrap();
     assert_eq!(attr("steps"), "5", "--steps overrides the config file");
     assert_eq!(attr("nfe"), "5");
     assert_eq!(attr("seed"), "4");

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 fn attr(file: &Path, name: &str) -> String {
     let f = hdf5::File::open(file).unwrap();
-    fewstep::data::h5::read_str_attr(&f.dataset("data").unwrap(), name).unwrap()
+    fewstep::data::h5::read_str_attr(&f.dataset("data").unwrap(), name)
+        .unwrap()
+        .unwrap()
 }
 
 /// A small ring8 set and a teacher trained on it for a few steps.

@@ -84,7 +84,9 @@ fn streamed_samples_are_the_whole_array_ones() {
         let ds = file.dataset("data").unwrap();
         assert!(ds.chunk().is_some(), "written as a chunked dataset");
         assert_eq!(
-            fewstep::data::h5::read_str_attr(&ds, "nfe").as_deref(),
+            fewstep::data::h5::read_str_attr(&ds, "nfe")
+                .unwrap()
+                .as_deref(),
             Some("4")
         );
     }

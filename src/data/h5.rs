@@ -7,6 +7,35 @@ use std::path::Path;
 /// String attributes stored on `/data` (e.g. steps, NFE, seed, the resolved config as TOML).
 pub type Attrs = Vec<(String, String)>;
 
+/// How many times larger than its file the data a file describes can be: deflate, the strongest
+/// compressing filter of the HDF5 fewstep links, shrinks a chunk at most about 1032:1.
+pub const MAX_EXPANSION: u64 = 1032;
+
+/// The bytes dataset `ds` declares (its shape times its element size), checked against what its
+/// file can hold. The shape is read from the file and sizes buffers before a value is read, so a
+/// damaged shape must end in an error here, not in an allocation of terabytes.
+pub fn check_declared_size(ds: &hdf5::Dataset) -> Result<u64> {
+    let file = ds.filename();
+    let shape = ds.shape();
+    let elem = ds
+        .dtype()
+        .with_context(|| format!("{file}: `{}` has an unreadable type", ds.name()))?
+        .size();
+    let file_len = std::fs::metadata(&file).map_or(u64::MAX, |m| m.len());
+    let bytes = shape
+        .iter()
+        .try_fold(elem as u64, |n, &d| n.checked_mul(d as u64));
+    match bytes {
+        Some(b) if b <= file_len.saturating_mul(MAX_EXPANSION) => Ok(b),
+        _ => bail!(
+            "{file}: `{}` declares shape {shape:?} of {elem}-byte values, more than its \
+             {file_len}-byte file can hold even compressed ({MAX_EXPANSION}:1): the file is \
+             damaged, or the dataset was never written",
+            ds.name()
+        ),
+    }
+}
+
 /// A dense float32 array with its shape (row-major; shape[0] = N).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataArray {
@@ -56,6 +85,7 @@ pub fn open_data(path: &Path) -> Result<hdf5::Dataset> {
             shape
         );
     }
+    check_declared_size(&ds)?;
     Ok(ds)
 }
 
@@ -186,10 +216,73 @@ pub fn write_str_attr(loc: &hdf5::Location, name: &str, value: &str) -> Result<(
     Ok(())
 }
 
-/// Reads a string attribute, if present.
-pub fn read_str_attr(loc: &hdf5::Location, name: &str) -> Option<String> {
-    let a = loc.attr(name).ok()?;
-    a.read_scalar::<VarLenUnicode>()
-        .ok()
-        .map(|s| s.as_str().to_string())
+/// Reads a string attribute: `Ok(None)` when there is none or it holds no string, an error
+/// when the file cannot deliver it (a damaged file: the heap of a variable-length string, say).
+pub fn read_str_attr(loc: &hdf5::Location, name: &str) -> Result<Option<String>> {
+    let Ok(a) = loc.attr(name) else {
+        return Ok(None);
+    };
+    let unreadable = || {
+        format!(
+            "{}: cannot read the attribute `{name}` of `{}`; the file is damaged",
+            loc.filename(),
+            loc.name()
+        )
+    };
+    match a
+        .dtype()
+        .and_then(|t| t.to_descriptor())
+        .with_context(unreadable)?
+    {
+        // Variable-length strings live in the file's global heap: a read failure there is damage.
+        TypeDescriptor::VarLenUnicode | TypeDescriptor::VarLenAscii => a
+            .read_scalar::<VarLenUnicode>()
+            .map(|s| Some(s.as_str().to_string()))
+            .with_context(unreadable),
+        // Fixed-length strings convert when HDF5 has a conversion path; other types hold none.
+        _ => Ok(a
+            .read_scalar::<VarLenUnicode>()
+            .ok()
+            .map(|s| s.as_str().to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_shape_the_file_cannot_hold_is_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        // Chunked and never written: HDF5 creates it without allocating anything.
+        let huge = dir.path().join("huge.h5");
+        let f = hdf5::File::create(&huge).unwrap();
+        f.new_dataset::<f32>()
+            .chunk((1024, 2))
+            .shape((1usize << 40, 2))
+            .create("data")
+            .unwrap();
+        drop(f);
+        let e = format!("{:#}", open_data(&huge).err().unwrap());
+        assert!(
+            e.contains("huge.h5") && e.contains("[1099511627776, 2]"),
+            "{e}"
+        );
+        assert!(e.contains("more than its"), "{e}");
+
+        // Deflate's best case, 4 MiB of zeros, is within the bound and reads.
+        let zeros = dir.path().join("zeros.h5");
+        let f = hdf5::File::create(&zeros).unwrap();
+        let arr = ndarray::Array2::<f32>::zeros((1 << 19, 2));
+        f.new_dataset_builder()
+            .chunk((1 << 17, 2))
+            .deflate(9)
+            .with_data(&arr)
+            .create("data")
+            .unwrap();
+        drop(f);
+        let len = std::fs::metadata(&zeros).unwrap().len();
+        assert!(len * 100 < 4 << 20, "compressed well: {len} bytes");
+        assert_eq!(read_data(&zeros).unwrap().values.len(), 1 << 20);
+    }
 }

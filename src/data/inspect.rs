@@ -70,21 +70,25 @@ pub fn inspect(path: &Path) -> Result<Report> {
             }),
         }
     }
-    let labels = source::read_labels(df)?.map(|l| {
-        let mut sorted = l.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        LabelSummary {
-            distinct: sorted.len(),
-            min: sorted.first().copied().unwrap_or(0),
-            max: sorted.last().copied().unwrap_or(0),
-            classes: df
-                .file
-                .dataset("labels")
-                .ok()
-                .and_then(|d| read_str_attr(&d, "classes")),
-        }
-    });
+    let labels = source::read_labels(df)?
+        .map(|l| -> Result<LabelSummary> {
+            let mut sorted = l.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            Ok(LabelSummary {
+                distinct: sorted.len(),
+                min: sorted.first().copied().unwrap_or(0),
+                max: sorted.last().copied().unwrap_or(0),
+                classes: df
+                    .file
+                    .dataset("labels")
+                    .ok()
+                    .map(|d| read_str_attr(&d, "classes"))
+                    .transpose()?
+                    .flatten(),
+            })
+        })
+        .transpose()?;
     let mixture = df
         .file
         .dataset("mixture/means")
@@ -95,13 +99,13 @@ pub fn inspect(path: &Path) -> Result<Report> {
     let attrs = df
         .data
         .attr_names()
-        .unwrap_or_default()
+        .with_context(|| format!("{}: cannot list the attributes of `/data`", path.display()))?
         .into_iter()
         .map(|k| {
-            let v = read_str_attr(&df.data, &k).unwrap_or_else(|| "(not a string)".into());
-            (k, v)
+            let v = read_str_attr(&df.data, &k)?.unwrap_or_else(|| "(not a string)".into());
+            Ok((k, v))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok(Report {
         storage_bytes: df.data.storage_size(),
         info,

@@ -57,6 +57,10 @@ impl NpyHeader {
     }
 }
 
+/// The longest header read. numpy's own reader refuses headers over 10,000 bytes by default
+/// (`max_header_size`); a header length read from a file sizes an allocation, so it is bounded.
+const MAX_HEADER_LEN: usize = 1 << 16;
+
 /// Reads the magic string and header, leaving `r` at the first value.
 pub fn read_header(r: &mut (impl Read + ?Sized)) -> Result<NpyHeader> {
     let mut pre = [0u8; 8];
@@ -77,8 +81,14 @@ pub fn read_header(r: &mut (impl Read + ?Sized)) -> Result<NpyHeader> {
         }
         v => bail!(".npy format version {v} is not supported (1-3 are)"),
     };
+    if len > MAX_HEADER_LEN {
+        bail!(
+            ".npy header of {len} bytes; numpy writes them under {MAX_HEADER_LEN} (the file is damaged)"
+        );
+    }
     let mut text = vec![0u8; len];
-    r.read_exact(&mut text)?;
+    r.read_exact(&mut text)
+        .context("the .npy header ends early")?;
     parse_header(&String::from_utf8_lossy(&text))
 }
 
@@ -126,11 +136,26 @@ pub fn parse_header(h: &str) -> Result<NpyHeader> {
              integers (for labels)"
         ),
     };
-    Ok(NpyHeader {
+    let h = NpyHeader {
         dtype,
         big_endian,
         shape,
-    })
+    };
+    // The element count and byte size are products of numbers read from the file: they must
+    // not overflow before anything is sized by them.
+    if h.shape
+        .iter()
+        .try_fold(h.elem_size(), |n, &d| n.checked_mul(d))
+        .is_none()
+    {
+        bail!(
+            "the .npy shape {:?} of {} holds more bytes than fit in memory addresses (the header \
+             is damaged)",
+            h.shape,
+            h.dtype_name()
+        );
+    }
+    Ok(h)
 }
 
 /// The text after `'key':`, trimmed at the start.
@@ -201,9 +226,20 @@ pub fn read_ints(r: &mut (impl Read + ?Sized), h: &NpyHeader) -> Result<Vec<i64>
         NpyType::Int { size, signed } => (size, signed),
         _ => bail!("labels must be integers, not {}", h.dtype_name()),
     };
-    let mut bytes = vec![0u8; h.len() * size];
-    r.read_exact(&mut bytes)
-        .context("the .npy data ends early")?;
+    // Grown as the bytes arrive, not sized by the header: a damaged shape cannot ask for more
+    // memory than the file holds.
+    let want = (h.len() * size) as u64;
+    let mut bytes = Vec::new();
+    r.take(want)
+        .read_to_end(&mut bytes)
+        .context("reading the .npy data")?;
+    if (bytes.len() as u64) < want {
+        bail!(
+            "the .npy data ends early: {} of the {want} bytes its shape {:?} needs",
+            bytes.len(),
+            h.shape
+        );
+    }
     bytes
         .chunks_exact(size)
         .map(|b| {
@@ -223,4 +259,60 @@ pub fn read_ints(r: &mut (impl Read + ?Sized), h: &NpyHeader) -> Result<Vec<i64>
             Ok(v as i64)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-2 `.npy` prefix declaring a header of `len` bytes, followed by `rest`.
+    fn v2(len: u32, rest: &[u8]) -> Vec<u8> {
+        let mut b = b"\x93NUMPY\x02\x00".to_vec();
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(rest);
+        b
+    }
+
+    #[test]
+    fn a_header_length_beyond_the_bound_is_refused_before_allocating() {
+        let e = read_header(&mut &v2(u32::MAX, b"{}")[..]).unwrap_err();
+        assert!(e.to_string().contains("4294967295"), "{e}");
+        // At the bound it is read (and here ends early).
+        let e = read_header(&mut &v2(MAX_HEADER_LEN as u32, b"{}")[..]).unwrap_err();
+        assert!(e.to_string().contains("ends early"), "{e}");
+    }
+
+    #[test]
+    fn a_shape_whose_byte_size_overflows_is_refused() {
+        let big = format!(
+            "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, 3), }}",
+            usize::MAX / 4
+        );
+        let e = parse_header(&big).unwrap_err();
+        assert!(e.to_string().contains("more bytes than fit"), "{e}");
+        // The largest shape that fits is accepted.
+        let ok = format!(
+            "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, 1), }}",
+            usize::MAX / 4
+        );
+        assert_eq!(parse_header(&ok).unwrap().len(), usize::MAX / 4);
+    }
+
+    #[test]
+    fn integers_shorter_than_their_shape_are_refused_without_sizing_memory_by_it() {
+        let h =
+            parse_header("{'descr': '<i8', 'fortran_order': False, 'shape': (1000000000000,), }")
+                .unwrap();
+        let e = read_ints(&mut &[1u8; 24][..], &h).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("ends early: 24 of the 8000000000000 bytes"),
+            "{e}"
+        );
+        let h = parse_header("{'descr': '<i2', 'fortran_order': False, 'shape': (3,), }").unwrap();
+        assert_eq!(
+            read_ints(&mut &[1, 0, 255, 255, 7, 0][..], &h).unwrap(),
+            [1, -1, 7]
+        );
+    }
 }

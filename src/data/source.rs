@@ -123,6 +123,7 @@ pub fn open_with(path: &Path, streaming: bool) -> Result<DataFile> {
             path.display()
         );
     }
+    super::h5::check_declared_size(&data)?;
     let elem = elem_of(&data).with_context(|| format!("{}: `/data`", path.display()))?;
     let elem = match elem {
         Some(e) => e,
@@ -189,6 +190,7 @@ pub fn read_labels(df: &DataFile) -> Result<Option<Vec<i64>>> {
             dtype_name(&ds)
         ),
     }
+    super::h5::check_declared_size(&ds)?;
     Ok(Some(
         ds.read_raw::<i64>()
             .with_context(|| format!("{path}: reading `/labels`"))?,

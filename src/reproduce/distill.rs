@@ -453,7 +453,8 @@ fn earlier_samples(sc: &SampleConfig) -> Result<Option<DataArray>> {
     let attr = |name| {
         file.dataset("data")
             .ok()
-            .and_then(|d| crate::data::h5::read_str_attr(&d, name))
+            // An unreadable attribute only means the samples are drawn again.
+            .and_then(|d| crate::data::h5::read_str_attr(&d, name).ok().flatten())
     };
     let ck = checkpoint::resolve(ck)?;
     let step = checkpoint::load(&ck, &[])?.meta.step;

@@ -14,6 +14,7 @@ pub mod config;
 pub mod data;
 pub mod denoiser;
 pub mod integrator;
+pub mod limits;
 pub mod metrics;
 pub mod network;
 pub mod objective;

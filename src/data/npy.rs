@@ -126,11 +126,23 @@ pub fn parse_header(h: &str) -> Result<NpyHeader> {
              integers (for labels)"
         ),
     };
-    Ok(NpyHeader {
+    let header = NpyHeader {
         dtype,
         big_endian,
         shape,
-    })
+    };
+    // A damaged header must not overflow the sizes computed from it.
+    let bytes = header
+        .shape
+        .iter()
+        .try_fold(header.elem_size(), |a, &d| a.checked_mul(d));
+    if bytes.is_none() {
+        bail!(
+            "the .npy header's shape {:?} is too large to address (a damaged file?)",
+            header.shape
+        );
+    }
+    Ok(header)
 }
 
 /// The text after `'key':`, trimmed at the start.

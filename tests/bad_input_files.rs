@@ -121,6 +121,10 @@ fn fixtures(dir: &Path) -> PathBuf {
     );
     w("n-max.toml", "n = 9223372036854775807\n");
     w(
+        "wide.toml",
+        "[denoiser]\nname = \"mlp\"\nwidth = 100000000000\n",
+    );
+    w(
         "batch-max.toml",
         "batch = 9223372036854775807\nn = 1000000000000\n",
     );
@@ -447,6 +451,23 @@ fn cases(ckpt: &str) -> Vec<BadCase<'static>> {
             &["ring9", "ring8", "gmm64"],
         ),
         // Formerly panics or aborts.
+        case(
+            "train an mlp of width 10^11 (allocation abort)",
+            &[
+                "train",
+                "--data",
+                "ring8.h5",
+                "--steps",
+                "1",
+                "--batch",
+                "16",
+                "--config",
+                "wide.toml",
+                "--out",
+                "r6",
+            ],
+            &["mlp width 100000000000", "memory"],
+        ),
         case(
             "bench train --batch 0",
             &["bench", "train", "--dim", "2", "--batch", "0"],

@@ -17,6 +17,10 @@ pub struct Addim(pub XVar);
 
 #[typetag::serde(name = "addim")]
 impl Integrator for Addim {
+    fn validate(&self) -> anyhow::Result<()> {
+        self.0.check()
+    }
+
     fn step(&self, ctx: &mut StepCtx, z_t: Batch, t: f64, s: f64) -> anyhow::Result<Batch> {
         let x_hat = ctx.denoise(&z_t, t)?;
         let x_var = self.0.at(ctx, &z_t, t)?;

@@ -26,6 +26,18 @@ fn default_max_weight() -> f64 {
 
 #[typetag::serde(name = "diffusion")]
 impl DistillObjective for Diffusion {
+    fn validate(&self) -> anyhow::Result<()> {
+        // A cap of 0 (or below) zeroes (or flips) every example's loss: nothing would be learnt.
+        if !(self.max_weight > 0.0 && self.max_weight.is_finite()) {
+            anyhow::bail!(
+                "max_weight = {} must be a finite number > 0 (the cap on the weight SNR + 1; \
+                 default 1e6)",
+                self.max_weight
+            );
+        }
+        Ok(())
+    }
+
     fn loss(&self, ctx: &mut ObjectiveCtx, x: &Batch) -> anyhow::Result<Loss> {
         let (rows, dim) = *x.shape();
         let t = ctx.uniform_times(rows);

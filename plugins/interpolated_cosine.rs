@@ -47,6 +47,20 @@ impl InterpolatedCosine {
 
 #[typetag::serde(name = "interpolated-cosine")]
 impl Schedule for InterpolatedCosine {
+    fn validate(&self) -> anyhow::Result<()> {
+        // d logsnr / dt = cosine's (at most -2 pi) + 2 ln(noise_low / noise_high): the log-SNR
+        // decreases in t only while noise_low / noise_high < e^pi (about 23.1).
+        let (low, high) = (self.noise_low.get(), self.noise_high.get());
+        if f64::from(low) / f64::from(high) >= std::f64::consts::PI.exp() {
+            anyhow::bail!(
+                "noise_low = {low} must be below e^pi x noise_high = {:.1} (noise_high = {high}): \
+                 beyond it the log-SNR is not decreasing in t",
+                std::f64::consts::PI.exp() * f64::from(high)
+            );
+        }
+        Ok(())
+    }
+
     fn logsnr(&self, t: f64) -> f64 {
         shifted_logsnr(t, self.shift_at(t))
     }

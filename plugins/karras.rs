@@ -50,6 +50,18 @@ impl Karras {
 
 #[typetag::serde(name = "karras")]
 impl Schedule for Karras {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.sigma_min >= self.sigma_max {
+            anyhow::bail!(
+                "sigma_min = {} must be below sigma_max = {} (the noise levels grow from t = 0 \
+                 to t = 1)",
+                self.sigma_min,
+                self.sigma_max
+            );
+        }
+        Ok(())
+    }
+
     fn logsnr(&self, t: f64) -> f64 {
         -2.0 * self.sigma_ve(t).ln()
     }

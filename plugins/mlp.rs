@@ -112,6 +112,10 @@ impl VNet for MlpNet {
 impl DenoiserSpec for Mlp {
     fn network(&self, ctx: &NetCtx) -> anyhow::Result<Box<dyn Network>> {
         let dim = ctx.row_shape.iter().product::<usize>();
+        // Weight matrices: conditioning and input projections, depth - 1 hidden layers, output.
+        let (w, d) = (self.width as u128, dim as u128);
+        let params = w * (FEATURES as u128 + 2 * d) + (self.depth as u128 - 1) * w * w;
+        fewstep::network::check_size(&format!("mlp width {}", self.width), params)?;
         let net = MlpNet::new(&ctx.dev, dim, self.width, self.depth, ctx.init);
         let mut about = format!("mlp dim {dim} width {}", self.width);
         if self.depth != default_depth() {

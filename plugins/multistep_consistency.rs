@@ -5,7 +5,7 @@
 //! by default, taking the step z_t -> z_s). The grid, target and losses are the core's
 //! ([`fewstep::objective::multistep`]).
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use dfdx::prelude::*;
 use fewstep::config::at_least_one;
 use fewstep::denoiser::Level;
@@ -171,6 +171,26 @@ impl Multistep {
         })
     }
 
+    /// Every student step needs at least one teacher step: S above the teacher's steps would be
+    /// trained on a coarser grid than asked (Grid::new's N_ps >= 1 clamp).
+    pub fn validate(&self) -> Result<()> {
+        let fewest = self.teacher_steps_start.min(self.teacher_steps_end);
+        if self.student_steps > fewest {
+            bail!(
+                "student_steps = {} exceeds the teacher's steps (teacher_steps_start = {}, \
+                 teacher_steps_end = {}): each student step needs at least one teacher step; \
+                 lower student_steps or raise both to at least {}",
+                self.student_steps,
+                self.teacher_steps_start,
+                self.teacher_steps_end,
+                self.student_steps
+            );
+        }
+        self.teacher_integrator
+            .validate()
+            .context("in teacher_integrator")
+    }
+
     /// Sets S, which must be at least 1.
     pub fn set_student_steps(&mut self, steps: usize) -> Result<()> {
         self.student_steps = valid_student_steps(steps)?;
@@ -191,6 +211,10 @@ macro_rules! consistency_objective {
         impl DistillObjective for $ty {
             fn loss(&self, ctx: &mut ObjectiveCtx, x: &Batch) -> Result<Loss> {
                 self.0.loss(ctx, x, $flavour)
+            }
+
+            fn validate(&self) -> Result<()> {
+                self.0.validate()
             }
 
             fn student_steps(&self) -> Option<usize> {

@@ -18,6 +18,10 @@ pub struct NoiseDdim(pub XVar);
 
 #[typetag::serde(name = "noise-ddim")]
 impl Integrator for NoiseDdim {
+    fn validate(&self) -> anyhow::Result<()> {
+        self.0.check()
+    }
+
     fn step(&self, ctx: &mut StepCtx, z_t: Batch, t: f64, s: f64) -> anyhow::Result<Batch> {
         let x_hat = ctx.denoise(&z_t, t)?;
         let sd: Vec<f64> = self.0.at(ctx, &z_t, t)?.iter().map(|v| v.sqrt()).collect();

@@ -188,6 +188,16 @@ impl DistillObjective for Progressive {
             .student_loss(ctx, mean_square)
     }
 
+    fn validate(&self) -> anyhow::Result<()> {
+        use anyhow::Context;
+        self.teacher_integrator
+            .validate()
+            .context("in teacher_integrator")?;
+        self.later_integrator
+            .validate()
+            .context("in later_integrator")
+    }
+
     fn student_steps(&self) -> Option<usize> {
         Some(self.student_steps)
     }

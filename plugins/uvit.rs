@@ -344,6 +344,9 @@ impl DenoiserSpec for UVit {
             2 * d.half + 1
         );
         let dim = d.channels * d.height * d.width_px;
+        // About 12 width^2 weights per transformer block (attention 4, MLP 2 x 4).
+        let blocks = 2 * d.half as u128 + 1;
+        fewstep::network::check_size(&about, 12 * blocks * (d.width as u128).pow(2))?;
         let net = UVitNet::new(&ctx.dev, d, ctx.init);
         Ok(Box::new(Trainable::new(&ctx.dev, net, dim, about)))
     }

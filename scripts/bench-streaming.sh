@@ -26,6 +26,7 @@ printf '%-12s %10s %10s %11s\n' run wall cpu max_rss
 for r in $(seq 1 "$rounds"); do
     for who in old new; do
         bin=${!who}
+        rm -f "$dir/$who.h5" # a new binary refuses to replace it without --force
         measure "sample/$who" "$bin" sample --n "$n" --steps 8 --data "$dir/gmm64.h5" \
             --out "$dir/$who.h5"
         measure "eval/$who" "$bin" eval "$dir/$who.h5" --reference "$dir/ref.h5" --json

@@ -164,6 +164,13 @@ pub struct NetCtx {
 /// The `[denoiser]` config table: picks a denoiser by `name` and builds it.
 #[typetag::serde(tag = "name")]
 pub trait DenoiserSpec: Send + Sync + Debug {
+    /// Checks the plugin's settings together, where one field's valid range depends on another
+    /// (a single field's range is checked as it is read). Called when a config is loaded, before
+    /// any work; the error names the fields and their valid values.
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// A denoiser ready to sample. The default, for network denoisers, is [`Self::network`]
     /// with the EMA weights of `ctx.checkpoint` (a file or a run folder); other denoisers
     /// (e.g. an exact one built from the data) implement their own.

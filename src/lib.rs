@@ -15,6 +15,7 @@ pub mod data;
 pub mod denoiser;
 pub mod integrator;
 pub mod interrupt;
+pub mod limits;
 pub mod metrics;
 pub mod network;
 pub mod objective;

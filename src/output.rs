@@ -14,20 +14,80 @@ use tempfile::NamedTempFile;
 /// Refuses an output path that names one of the command's inputs (the same file, also through a
 /// symlink or another spelling of the path): writing it would replace the data being read.
 /// Called before any work starts.
-pub fn refuse_input(out: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+pub fn refuse_input(flag: &str, out: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
     let Ok(out_id) = file_id(out) else {
         return Ok(()); // no file there yet: nothing to overwrite
     };
     for (what, input) in inputs {
         if file_id(input).is_ok_and(|id| id == out_id) {
             anyhow::bail!(
-                "--out {} is the {what} this command reads ({}); choose another output file",
+                "{flag} {} is the {what} this command reads ({}); choose another output file",
                 out.display(),
                 input.display()
             );
         }
     }
     Ok(())
+}
+
+/// Checks an output file before any work starts: it must not be one of the command's `inputs`
+/// ([`refuse_input`]), nor a folder or a read-only file; a file (or symlink) already there is
+/// replaced only when `force` is given; and its folder (or the nearest one that exists, when the
+/// rest is still to be created) must be writable. `flag` is how the user named the path
+/// (`--out`, `--grid`).
+pub fn check_target(flag: &str, out: &Path, force: bool, inputs: &[(&str, &Path)]) -> Result<()> {
+    refuse_input(flag, out, inputs)?;
+    if let Ok(meta) = std::fs::symlink_metadata(out) {
+        let shown = out.display();
+        if std::fs::metadata(out).is_ok_and(|m| m.is_dir()) {
+            anyhow::bail!("{flag} {shown} is a folder; name a file in it");
+        }
+        if !meta.file_type().is_symlink() && meta.permissions().readonly() {
+            anyhow::bail!(
+                "{flag} {shown} is read-only; fewstep does not replace it (choose another file)"
+            );
+        }
+        if !force {
+            anyhow::bail!(
+                "{flag} {shown} exists; pass --force to replace it, or choose another file"
+            );
+        }
+    }
+    check_writable_folder(flag, folder(out))
+}
+
+/// Checks an output folder before any work starts: if it exists it must be a folder, and the
+/// folder (or its nearest existing ancestor) must take new files.
+pub fn check_folder(flag: &str, dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!("{flag} {} is a file, not a folder", dir.display());
+    }
+    check_writable_folder(flag, dir)
+}
+
+/// Probes that a file can be created in `dir` or, if it does not exist yet, in its nearest
+/// existing ancestor (an anonymous temporary file: nothing is left behind).
+fn check_writable_folder(flag: &str, dir: &Path) -> Result<()> {
+    let mut at = dir;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                at = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !at.is_dir() {
+        anyhow::bail!(
+            "{flag}: {} is a file, so {} cannot be created",
+            at.display(),
+            dir.display()
+        );
+    }
+    tempfile::tempfile_in(at)
+        .map(drop)
+        .with_context(|| format!("{flag}: cannot write in {}", at.display()))
 }
 
 /// What identifies the file `path` resolves to: (device, inode) on Unix, else its canonical path.

@@ -10,6 +10,13 @@ pub trait Schedule: Send + Sync + Debug {
     /// The log signal-to-noise ratio at time t.
     fn logsnr(&self, t: f64) -> f64;
 
+    /// Checks the plugin's settings together, where one field's valid range depends on another
+    /// (a single field's range is checked as it is read). Called when a config is loaded, before
+    /// any work; the error names the fields and their valid values.
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// (alpha_t, sigma_t). The default derives both from the log-SNR (variance preserving);
     /// plugins with a closed form override it so the endpoints are exact (alpha(1) = 0 must hold
     /// in f32 for a cosine schedule).

@@ -127,7 +127,8 @@ fn sample_is_seeded_flags_override_config_and_noise_file_is_used() {
     ]
     .concat());
     assert_eq!(read(&d), read(&e));
-    let short = err(&[&base[..], &["--noise", p(&a), "--n", "501", "--out", p(&e)]].concat());
+    let f = dir.path().join("f.h5");
+    let short = err(&[&base[..], &["--noise", p(&a), "--n", "501", "--out", p(&f)]].concat());
     assert!(
         short.contains("500 rows") && short.contains("501"),
         "{short}"

@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
         "output",
         "seed",
         "interrupt",
+        "limits",
     ],
     &["data"],
     &["tensor", "metrics"],

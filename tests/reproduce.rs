@@ -92,6 +92,7 @@ fn distill_starts_from_the_teacher_and_the_student_samples_on_its_grid() {
         "4",
         "--out",
         p(&samples),
+        "--force",
     ]);
     assert_eq!(attr(&samples, "steps"), "4");
 

@@ -87,7 +87,7 @@ fn committed_schemas_match_the_registry() {
     assert!(
         out.status.success(),
         "schemas/ is out of date with the registered plugins; regenerate with\n    \
-         cargo run -- schema --out schemas/\nand commit the result.\n{}",
+         cargo run -- schema --out schemas/ --force\nand commit the result.\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -125,7 +125,7 @@ fn committed_config_reference_matches_the_schemas() {
         out.status.success(),
         "docs/config-reference.md (or schemas/) is out of date with the registered plugins; \
          regenerate with\n    cargo run -- schema --out schemas/ --markdown \
-         docs/config-reference.md\nand commit the result.\n{}",
+         docs/config-reference.md --force\nand commit the result.\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -80,6 +80,11 @@ impl NetArgs {
         if batch == 0 {
             bail!("--batch must be at least 1");
         }
+        let row: usize = self.row_shape()?.iter().product();
+        crate::limits::check_memory(
+            &format!("--batch {batch} of rows of {row} values"),
+            crate::limits::bytes_of(batch, 4) * row as u128,
+        )?;
         let overrides = Overrides::default()
             .plugin("denoiser", Some(&self.model))
             .set("batch", Some(batch as i64))

@@ -1,6 +1,6 @@
 //! `fewstep calibrate`: measure a trained network's aDDIM variance table on data.
 
-use crate::run::calibrate::{calibrate, Calibrate};
+use crate::run::calibrate::{calibrate, table_path, Calibrate};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -30,9 +30,18 @@ pub struct Args {
     /// Output JSON [default: next to the checkpoint, `<checkpoint>.xvar.json`].
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub force: super::Force,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let ck = crate::checkpoint::resolve(&a.checkpoint)?;
+    let out = a.out.clone().unwrap_or_else(|| table_path(&ck));
+    let inputs = [
+        ("checkpoint", ck.as_path()),
+        ("--data file", a.data.as_path()),
+    ];
+    crate::output::check_target("--out", &out, a.force.force, &inputs)?;
     let (table, checkpoint, out) = calibrate(&Calibrate {
         checkpoint: &a.checkpoint,
         data: &a.data,

@@ -1,8 +1,10 @@
 //! `fewstep data ...`: make built-in sets, import, inspect.
 
-use crate::data::builtin::{describe, write_builtin};
+use crate::data::builtin::{describe, make_set, row_bytes, write_builtin};
 use crate::data::import::{import_arrays, import_png, Format, ImportOptions, Layout};
 use crate::data::inspect;
+use crate::limits::check_space;
+use crate::output::check_target;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
 
@@ -30,6 +32,8 @@ pub struct MakeArgs {
     /// Output HDF5 file: `/data`, plus `/mixture` (exact parameters) for mixture sets.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub force: super::Force,
 }
 
 #[derive(clap::Args, Debug)]
@@ -56,6 +60,8 @@ pub struct ImportArgs {
     /// Output HDF5 file.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub force: super::Force,
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,6 +74,8 @@ pub struct InspectArgs {
     /// Number of images in the grid.
     #[arg(long, default_value_t = 64)]
     pub grid_n: usize,
+    #[command(flatten)]
+    pub force: super::Force,
 }
 
 pub fn run(cmd: DataCmd) -> Result<()> {
@@ -79,6 +87,19 @@ pub fn run(cmd: DataCmd) -> Result<()> {
 }
 
 fn make(a: MakeArgs) -> Result<()> {
+    let Some(row_bytes) = row_bytes(&a.name) else {
+        // make_set names the valid sets.
+        return make_set(&a.name, 0, 0).map(drop);
+    };
+    if a.n == 0 {
+        bail!("--n must be at least 1 (the number of rows to draw)");
+    }
+    check_target("--out", &a.out, a.force.force, &[])?;
+    check_space(
+        &a.out,
+        &format!("{} with --n {}", a.name, a.n),
+        a.n as u128 * row_bytes,
+    )?;
     let source = format!("fewstep data make {} --n {} --seed {}", a.name, a.n, a.seed);
     let shape = write_builtin(&a.out, &a.name, a.n, a.seed, &source)?;
     eprintln!(
@@ -93,7 +114,7 @@ fn make(a: MakeArgs) -> Result<()> {
 fn import(a: ImportArgs) -> Result<()> {
     let inputs: Vec<(&str, &std::path::Path)> =
         a.inputs.iter().map(|i| ("input", i.as_path())).collect();
-    crate::output::refuse_input(&a.out, &inputs)?;
+    check_target("--out", &a.out, a.force.force, &inputs)?;
     let mut source = format!("fewstep data import --from {:?}", a.from).to_lowercase();
     for i in &a.inputs {
         source.push(' ');
@@ -136,6 +157,17 @@ fn import(a: ImportArgs) -> Result<()> {
 }
 
 fn inspect(a: InspectArgs) -> Result<()> {
+    if let Some(grid) = &a.grid {
+        check_target(
+            "--grid",
+            grid,
+            a.force.force,
+            &[("dataset", a.file.as_path())],
+        )?;
+        if a.grid_n == 0 {
+            bail!("--grid-n must be at least 1 (the number of images in the grid)");
+        }
+    }
     print!("{}", inspect::inspect(&a.file)?);
     if let Some(out) = &a.grid {
         let k = inspect::write_grid(&a.file, out, a.grid_n)?;

@@ -41,5 +41,5 @@ pub fn run(a: Args) -> Result<()> {
         a.student_steps,
         a.run.resume,
     )?;
-    run_config(&cfg, a.run.resume)
+    run_config(&cfg, a.run.resume, a.run.force.force)
 }

@@ -75,6 +75,15 @@ pub enum Command {
     Bench(bench::BenchCmd),
 }
 
+/// The one `--force` flag of every command that writes a file (flattened into its arguments).
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct Force {
+    /// Replace an output file that already exists (without it, the command refuses before any
+    /// work). An input of the same command and a read-only file are never replaced.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Parses arguments, runs the command, prints errors with their causes.
 pub fn main() -> ExitCode {
     default_sigpipe();

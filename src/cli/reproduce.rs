@@ -41,6 +41,9 @@ pub enum What {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // The folder is the reproduction's cache (runs reused or resumed, tables rewritten): it may
+    // exist, but must be a folder fewstep can write in, checked before any work.
+    crate::output::check_folder("--out", &a.out)?;
     let cfg = a.config.as_deref();
     let (md, files) = match a.what {
         What::Samplers => {

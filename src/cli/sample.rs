@@ -1,7 +1,7 @@
 //! `fewstep sample`: draw samples with any schedule, integrator and denoiser.
 
 use crate::config::Overrides;
-use crate::run::sample::{sample_to_file, SampleConfig};
+use crate::run::sample::{inputs, sample_to_file, SampleConfig};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -45,6 +45,8 @@ pub struct Args {
     /// The network is the checkpoint's own `[denoiser]`; its EMA weights are sampled.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    pub force: super::Force,
 }
 
 impl Args {
@@ -67,6 +69,7 @@ impl Args {
 
 pub fn run(a: Args) -> Result<()> {
     let cfg = SampleConfig::resolve(a.config.as_deref(), &a.overrides())?;
+    check_out(&cfg, a.force.force)?;
     let done = sample_to_file(&cfg)?;
     eprintln!(
         "wrote {} samples ({} NFE each) to {}",
@@ -75,4 +78,11 @@ pub fn run(a: Args) -> Result<()> {
         cfg.out.display()
     );
     Ok(())
+}
+
+/// `--out` checked before any work: not an input, not read-only, replaced only with --force.
+fn check_out(cfg: &SampleConfig, force: bool) -> Result<()> {
+    let inputs = inputs(cfg);
+    let inputs: Vec<_> = inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
+    crate::output::check_target("--out", &cfg.out, force, &inputs)
 }

@@ -75,6 +75,8 @@ pub struct Args {
     /// docs/config-reference.md (its links assume it sits in docs/, beside schemas/ and configs/).
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    #[command(flatten)]
+    pub force: super::Force,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -86,16 +88,30 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(path) = &a.markdown {
         files.push((path.clone(), markdown(&kinds, &files)?));
     }
-    let mut stale = vec![];
-    for (path, text) in &files {
-        if a.check {
-            if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
-                stale.push(path.display().to_string());
-            }
-        } else {
+    let stale: Vec<String> = files
+        .iter()
+        .filter(|(path, text)| std::fs::read_to_string(path).ok().as_deref() != Some(text))
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    if !a.check {
+        crate::output::check_folder("--out", &a.out)?;
+        // Every target checked before the first is written; an unchanged file is left alone.
+        let changed: Vec<_> = files
+            .iter()
+            .filter(|(path, _)| stale.contains(&path.display().to_string()))
+            .collect();
+        for (path, _) in &changed {
+            let flag = match &a.markdown {
+                Some(m) if m == path => "--markdown",
+                _ => "--out",
+            };
+            crate::output::check_target(flag, path, a.force.force, &[])?;
+        }
+        for (path, text) in changed {
             crate::output::write_bytes(path, text.as_bytes())?;
             eprintln!("wrote {}", path.display());
         }
+        return Ok(());
     }
     if !stale.is_empty() {
         let markdown = match &a.markdown {
@@ -104,7 +120,7 @@ pub fn run(a: Args) -> Result<()> {
         };
         bail!(
             "out of date with the registered plugins: {}; regenerate with `cargo run -- schema \
-             --out {}{markdown}`",
+             --out {}{markdown} --force`",
             stale.join(", "),
             a.out.display()
         );

@@ -3,8 +3,8 @@
 use crate::config::Overrides;
 use crate::run::train::{resolve, run as train};
 use crate::train::{TrainConfig, TrainOutcome};
-use anyhow::Result;
-use std::path::PathBuf;
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -40,6 +40,8 @@ pub struct RunArgs {
     /// Continue the run in --out from its latest checkpoint (its config, then these flags).
     #[arg(long)]
     pub resume: bool,
+    #[command(flatten)]
+    pub force: super::Force,
 }
 
 impl RunArgs {
@@ -60,11 +62,12 @@ pub fn run(a: Args) -> Result<()> {
         .plugin("denoiser", a.model.as_deref())
         .path("data", a.data.as_deref());
     let cfg = resolve(a.run.config.as_deref(), &overrides, a.run.resume)?;
-    run_config(&cfg, a.run.resume)
+    run_config(&cfg, a.run.resume, a.run.force.force)
 }
 
 /// Trains `cfg` with a progress bar and prints the outcome.
-pub fn run_config(cfg: &TrainConfig, resume: bool) -> Result<()> {
+pub fn run_config(cfg: &TrainConfig, resume: bool, force: bool) -> Result<()> {
+    check_run_folder(&cfg.out, resume, force)?;
     let done: TrainOutcome = train(cfg, resume)?;
     eprintln!(
         "trained {} steps in {:.1} s ({:.1} steps/s), final loss {:.4}; checkpoint {}",
@@ -74,5 +77,33 @@ pub fn run_config(cfg: &TrainConfig, resume: bool) -> Result<()> {
         done.loss,
         done.checkpoint.display()
     );
+    Ok(())
+}
+
+/// The run folder, before any work: a folder fewstep can write in. One that holds checkpoints is
+/// continued only with --resume (the trainer refuses it otherwise, naming the latest); one that
+/// holds other files (an earlier run's log.jsonl and config.toml, or anything else) is used
+/// only with --force, since a new run writes its own config.toml and log.jsonl there.
+fn check_run_folder(out: &Path, resume: bool, force: bool) -> Result<()> {
+    crate::output::check_folder("--out", out)?;
+    if resume || force || !crate::checkpoint::list(out)?.is_empty() {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(()); // not there yet
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if !names.is_empty() {
+        names.sort();
+        bail!(
+            "--out {} already holds files ({}) but no checkpoint to resume: pass --force to \
+             start a new run in it (its config.toml is replaced), or choose another --out",
+            out.display(),
+            names.join(", ")
+        );
+    }
     Ok(())
 }

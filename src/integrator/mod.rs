@@ -165,6 +165,13 @@ pub trait Integrator: Send + Sync + Debug {
     /// integrator this is a run of one step: no earlier predictions to reuse.
     fn step(&self, ctx: &mut StepCtx, z_t: Batch, t: f64, s: f64) -> Result<Batch>;
 
+    /// Checks the plugin's settings together, where one field's valid range depends on another
+    /// (a single field's range is checked as it is read). Called when a config is loaded, before
+    /// any work; the error names the fields and their valid values.
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// The state a run over `grid` starts from, for integrators that reuse earlier steps
     /// (multistep solvers). The sampling loop makes one per run and passes it to every
     /// [`Integrator::step_in_run`]. `None` (the default): every step stands alone.

@@ -104,7 +104,9 @@ impl XVar {
         }
     }
 
-    fn check(&self) -> Result<()> {
+    /// Checks that `variance` and `table` agree (a table path only with, and always with,
+    /// `variance = "table"`).
+    pub fn check(&self) -> Result<()> {
         match (self.variance, &self.table) {
             (Source::Table, None) => bail!(
                 "variance = \"table\" needs `table = \"calibration.json\"` (written by `fewstep \

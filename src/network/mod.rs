@@ -24,6 +24,12 @@ pub mod transformer;
 pub mod vnet;
 
 pub use dense::{Act, Dense};
+
+/// Refuses a network of `params` parameters (`about` names it) whose weights alone (f32) the
+/// machine's memory cannot hold, before any is allocated: the allocation would abort the process.
+pub fn check_size(about: &str, params: u128) -> anyhow::Result<()> {
+    crate::limits::check_memory(&format!("{about}: {params} parameters"), params * 4)
+}
 pub use params::{Param, Params};
 pub use trainable::Trainable;
 pub use transformer::{Attention, LayerNorm};

@@ -97,6 +97,13 @@ pub trait DistillObjective: Send + Sync + Debug {
     /// The loss of one data batch `x` (`[batch, dim]`).
     fn loss(&self, ctx: &mut ObjectiveCtx, x: &Batch) -> Result<Loss>;
 
+    /// Checks the plugin's settings together, where one field's valid range depends on another
+    /// (a single field's range is checked as it is read). Called when a config is loaded, before
+    /// any work; the error names the fields and their valid values.
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// The student's sampling steps S, if the objective trains a fixed-step student (recorded
     /// in its checkpoints so `fewstep sample` uses the right grid).
     fn student_steps(&self) -> Option<usize> {

@@ -132,7 +132,26 @@ pub fn load(
     let base = preset_text(what, presets, preset)?;
     let mut cfg: TableConfig = ConfigBuilder::from_defaults(base)?.file(config)?.build()?;
     scale_config(&mut cfg, scale)?;
+    check_sizes(&cfg)?;
     Ok(cfg)
+}
+
+/// Refuses row counts the machine's memory cannot hold (the sets are made in memory).
+pub fn check_sizes(cfg: &TableConfig) -> Result<()> {
+    for name in &cfg.datasets {
+        let row = crate::data::builtin::row_bytes(name).unwrap_or(8);
+        for (key, n) in [
+            ("data_n", cfg.data_n),
+            ("reference_n", cfg.reference_n),
+            ("n", cfg.n),
+        ] {
+            if n == 0 {
+                bail!("`{key}` must be at least 1");
+            }
+            crate::limits::check_memory(&format!("`{key}` = {n} rows of {name}"), n as u128 * row)?;
+        }
+    }
+    Ok(())
 }
 
 /// Multiplies the length of every run by `scale` (`--scale`).
@@ -349,6 +368,7 @@ fn teacher_config(cfg: &TableConfig, paths: &Paths) -> Result<TrainConfig> {
     .build()
     .context("the preset's [teacher] table")?;
     c.scale_length(cfg.scale);
+    c.check().context("the preset's [teacher] table")?;
     Ok(c)
 }
 
@@ -389,6 +409,7 @@ fn student_config(
     let mut c: TrainConfig = b.build().with_context(what)?;
     c.objective.set_student_steps(steps).with_context(what)?;
     c.scale_length(cfg.scale);
+    c.check().with_context(what)?;
     Ok(c)
 }
 

@@ -38,6 +38,22 @@ pub fn load(
     let base = super::preset_text("figure1", presets, preset)?;
     let mut cfg: Figure1Config = ConfigBuilder::from_defaults(base)?.file(config)?.build()?;
     distill::scale_config(&mut cfg.table, scale)?;
+    distill::check_sizes(&cfg.table)?;
+    for (key, v) in [
+        ("trajectories", cfg.trajectories),
+        ("points_per_segment", cfg.points_per_segment),
+        ("exact_steps", cfg.exact_steps),
+    ] {
+        if v == 0 {
+            bail!("`{key}` must be at least 1");
+        }
+    }
+    cfg.exact_denoiser.validate().with_context(|| {
+        format!(
+            "in `exact_denoiser` ({})",
+            cfg.exact_denoiser.typetag_name()
+        )
+    })?;
     Ok(cfg)
 }
 

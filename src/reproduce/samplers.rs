@@ -61,15 +61,52 @@ pub struct Row {
 /// Resolves a preset name or config file.
 pub fn load(preset: &str, config: Option<&Path>) -> Result<SamplersConfig> {
     let base = super::preset_text("samplers", &[("quick", QUICK)], preset)?;
-    ConfigBuilder::from_defaults(base)?.file(config)?.build()
+    let cfg: SamplersConfig = ConfigBuilder::from_defaults(base)?.file(config)?.build()?;
+    cfg.check()?;
+    Ok(cfg)
+}
+
+impl SamplersConfig {
+    /// Checks the sizes and every plugin's settings, before any work.
+    pub fn check(&self) -> Result<()> {
+        if self.nfe.contains(&0) {
+            bail!("`nfe` budgets must be at least 1, got {:?}", self.nfe);
+        }
+        if self.n == 0 || self.reference_n == 0 {
+            bail!(
+                "`n` and `reference_n` must be at least 1 (got n = {}, reference_n = {})",
+                self.n,
+                self.reference_n
+            );
+        }
+        for name in &self.datasets {
+            let row = crate::data::builtin::row_bytes(name).unwrap_or(8);
+            for (key, n) in [("n", self.n), ("reference_n", self.reference_n)] {
+                crate::limits::check_memory(
+                    &format!("`{key}` = {n} rows of {name}"),
+                    n as u128 * row,
+                )?;
+            }
+        }
+        self.schedule
+            .validate()
+            .with_context(|| format!("in `schedule` ({})", self.schedule.typetag_name()))?;
+        self.denoiser
+            .validate()
+            .with_context(|| format!("in `denoiser` ({})", self.denoiser.typetag_name()))?;
+        for (i, integrator) in self.integrators.iter().enumerate() {
+            integrator.validate().with_context(|| {
+                format!("in `integrators[{i}]` ({})", integrator.typetag_name())
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs the comparison, writes `samplers.md`, `samplers.csv`, `samplers-fd.png`,
 /// `samplers-sw2.png` into `out`, and returns the markdown.
 pub fn run(cfg: &SamplersConfig, out: &Path) -> Result<String> {
-    if cfg.nfe.contains(&0) {
-        bail!("`nfe` budgets must be at least 1, got {:?}", cfg.nfe);
-    }
+    cfg.check()?;
     let integrators = integrator_list(cfg)?;
     let total: usize = cfg.datasets.len() * integrators.len() * cfg.nfe.iter().sum::<usize>();
     let bar = crate::progress::bar(total as u64, "samplers");

@@ -40,6 +40,10 @@ pub fn calibrate(c: &Calibrate) -> Result<(XVarTable, PathBuf, PathBuf)> {
     if !(c.eta >= 0.0 && c.eta.is_finite()) || c.points == 0 || c.n == 0 {
         bail!("eta must be >= 0, and points and n positive");
     }
+    crate::limits::check_memory(
+        &format!("a table of --points {}", c.points),
+        crate::limits::bytes_of(c.points, 16),
+    )?;
     let path = checkpoint::resolve(c.checkpoint)?;
     let meta = checkpoint::load(&path, &[])?.meta;
     let schedule: Box<dyn Schedule> = match c.schedule {

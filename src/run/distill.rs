@@ -42,6 +42,7 @@ pub fn resolve(
     if let Some(s) = student_steps {
         cfg.objective.set_student_steps(s)?;
     }
+    cfg.check()?;
     Ok(cfg)
 }
 

@@ -62,10 +62,27 @@ impl SampleConfig {
             let table = toml::Value::Table(checkpoint::denoiser_table(meta)?);
             b = b.set("denoiser", Some(table));
         }
-        b.apply(overrides).build()
+        let cfg: Self = b.apply(overrides).build()?;
+        cfg.check()?;
+        Ok(cfg)
     }
 
-    fn check(&self) -> Result<()> {
+    /// Checks the counts and every plugin's settings ([`Schedule::validate`] and the like).
+    pub fn check(&self) -> Result<()> {
+        let named = |field: &str, name: &str| format!("in `{field}` ({name})");
+        self.schedule
+            .validate()
+            .with_context(|| named("schedule", self.schedule.typetag_name()))?;
+        self.integrator
+            .validate()
+            .with_context(|| named("integrator", self.integrator.typetag_name()))?;
+        self.denoiser
+            .validate()
+            .with_context(|| named("denoiser", self.denoiser.typetag_name()))?;
+        crate::limits::check_memory(
+            &format!("the time grid of steps = {}", self.steps),
+            crate::limits::bytes_of(self.steps, 8).saturating_add(8),
+        )?;
         if self.steps == 0 || self.n == 0 || self.batch == 0 {
             bail!(
                 "steps, n and batch must be positive (got steps={}, n={}, batch={})",
@@ -101,6 +118,7 @@ impl Ready {
             Some(p) => {
                 let path = checkpoint::resolve(p)?;
                 let meta = checkpoint::load(&path, &[])?.meta;
+                refuse_other_denoiser(cfg, &path, &meta)?;
                 Some((path, meta))
             }
             None => None,
@@ -113,6 +131,13 @@ impl Ready {
                 checkpoint: checkpoint.as_ref().map(|c| c.0.clone()),
             })
             .context("cannot build the denoiser")?;
+        if let Some(path) = &cfg.data {
+            refuse_other_dim(
+                path,
+                denoiser.dim(),
+                checkpoint.as_ref().map(|c| c.0.as_path()),
+            )?;
+        }
         Ok(Ready {
             dev,
             denoiser,
@@ -130,6 +155,40 @@ impl Ready {
             None => Ok(host_values(&normal(&self.dev, cfg.n, dim))),
         }
     }
+}
+
+/// A checkpoint's weights are sampled only by the checkpoint's own denoiser: with another one
+/// (`--checkpoint X --denoiser gmm`) the samples would not come from X, though the file would
+/// record X.
+fn refuse_other_denoiser(cfg: &SampleConfig, path: &Path, meta: &Meta) -> Result<()> {
+    let own = checkpoint::denoiser_table(meta)?;
+    let own = own.get("name").and_then(|v| v.as_str()).unwrap_or("?");
+    let asked = cfg.denoiser.typetag_name();
+    if asked != own {
+        bail!(
+            "--checkpoint {} holds a `{own}` network, but the denoiser is `{asked}`, which would \
+             not use its weights: drop --denoiser (and `[denoiser]`) to sample the checkpoint, or \
+             drop --checkpoint to sample `{asked}`",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `--data` must hold rows of the denoiser's size (a network denoiser does not read the data,
+/// which only gives the samples' row shape: another size would be silently ignored).
+fn refuse_other_dim(data: &Path, dim: usize, checkpoint: Option<&Path>) -> Result<()> {
+    let ds = data::open_data(data)?;
+    let row: usize = ds.shape()[1..].iter().product();
+    if row != dim {
+        let from = checkpoint.map_or(String::new(), |c| format!(" (checkpoint {})", c.display()));
+        bail!(
+            "--data {} has rows of {row} values, but the denoiser{from} takes rows of {dim}: \
+             give data of the denoiser's size, or drop --data",
+            data.display()
+        );
+    }
+    Ok(())
 }
 
 /// Where z_1 comes from, read or drawn one batch at a time.
@@ -186,17 +245,27 @@ impl InitialNoise {
 
 /// `--out` must not name a file the run reads (the data, the noise, the checkpoint).
 fn refuse_inputs_as_out(cfg: &SampleConfig) -> Result<()> {
+    let inputs = inputs(cfg);
+    let inputs: Vec<_> = inputs.iter().map(|(w, p)| (*w, p.as_path())).collect();
+    crate::output::refuse_input("--out", &cfg.out, &inputs)
+}
+
+/// The files a sampling run reads, each with what it is (a run folder's latest checkpoint too).
+pub fn inputs(cfg: &SampleConfig) -> Vec<(&'static str, PathBuf)> {
     let mut inputs = Vec::new();
     if let Some(p) = &cfg.data {
-        inputs.push(("--data file", p.as_path()));
+        inputs.push(("--data file", p.clone()));
     }
     if let Some(p) = &cfg.noise {
-        inputs.push(("--noise file", p.as_path()));
+        inputs.push(("--noise file", p.clone()));
     }
     if let Some(p) = &cfg.checkpoint {
-        inputs.push(("checkpoint", p.as_path()));
+        inputs.push(("checkpoint", p.clone()));
+        if let Ok(file) = checkpoint::resolve(p) {
+            inputs.push(("checkpoint", file));
+        }
     }
-    crate::output::refuse_input(&cfg.out, &inputs)
+    inputs
 }
 
 /// Samples per `cfg` in batches of `cfg.batch` rows, writing each batch to `cfg.out` as it is
@@ -207,6 +276,16 @@ pub fn sample_to_file(cfg: &SampleConfig) -> Result<Written> {
     refuse_inputs_as_out(cfg)?;
     let ready = Ready::new(cfg)?;
     let dim = ready.denoiser.dim();
+    // Before the first draw: z_1's rows are skipped on the device below.
+    crate::limits::check_memory(
+        &format!("a batch of {} rows of {dim} values", cfg.batch.min(cfg.n)),
+        crate::limits::bytes_of(cfg.batch.min(cfg.n), 4) * dim as u128,
+    )?;
+    crate::limits::check_space(
+        &cfg.out,
+        &format!("{} samples of {dim} float32 values", cfg.n),
+        cfg.n as u128 * dim as u128 * 4,
+    )?;
     let mut z1 = InitialNoise::open(cfg, dim)?;
     z1.skip_on(&ready.dev, cfg.n, cfg.batch);
     let shape = match &ready.checkpoint {

@@ -41,7 +41,9 @@ pub fn builder(
 pub fn resolve(file: Option<&Path>, overrides: &Overrides, resume: bool) -> Result<TrainConfig> {
     let b = builder(DEFAULTS, file, overrides, resume)?;
     require_data(&b)?;
-    b.build()
+    let cfg: TrainConfig = b.build()?;
+    cfg.check()?;
+    Ok(cfg)
 }
 
 /// Refuses a config without `data`, naming the flag.

@@ -130,7 +130,24 @@ impl TrainConfig {
         self.ema_decay.min((1 + step) as f64 / (10 + step) as f64)
     }
 
-    fn check(&self) -> Result<()> {
+    /// Checks the settings and every plugin's ([`Schedule::validate`] and the like); called when
+    /// the config is resolved and again before training.
+    pub fn check(&self) -> Result<()> {
+        use anyhow::Context;
+        let named = |field: &str, name: &str| format!("in `{field}` ({name})");
+        self.schedule
+            .validate()
+            .with_context(|| named("schedule", self.schedule.typetag_name()))?;
+        self.denoiser
+            .validate()
+            .with_context(|| named("denoiser", self.denoiser.typetag_name()))?;
+        self.objective
+            .validate()
+            .with_context(|| named("objective", self.objective.typetag_name()))?;
+        if let Some(t) = &self.teacher_denoiser {
+            t.validate()
+                .with_context(|| named("teacher_denoiser", t.typetag_name()))?;
+        }
         let bad = |what: &str| bail!("invalid training config: {what}");
         if self.steps == 0 || self.batch == 0 {
             return bad("steps and batch must be positive");

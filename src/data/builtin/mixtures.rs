@@ -74,7 +74,7 @@ pub fn write(path: &Path, name: &str, n: usize, seed: u64, source: &str) -> Resu
     let mut rng = seeded(seed);
     write_with(path, |file| {
         let mut out = RowWriter::create::<f32>(file, &shape, None)?;
-        let mut labels = Vec::with_capacity(n);
+        let mut labels = super::labels_for(n)?;
         let block = chunk_rows(n, m.dim * std::mem::size_of::<f32>());
         for start in (0..n).step_by(block) {
             // One generator drawn row after row: the same values as drawing all n at once.

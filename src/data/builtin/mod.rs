@@ -62,6 +62,33 @@ pub fn write_builtin(
     }
 }
 
+/// Bytes a row of built-in set `name` takes on disk (`/data` and its label), `None` for an
+/// unknown name.
+pub fn row_bytes(name: &str) -> Option<u128> {
+    let (values, elem) = match name {
+        "two-modes" => (1, 4),
+        "ring8" => (2, 4),
+        "gmm64" => (64, 4),
+        "shapes16" => (3 * 16 * 16, 1),
+        "shapes32" => (3 * 32 * 32, 1),
+        _ => return None,
+    };
+    Some(values * elem + std::mem::size_of::<i64>() as u128)
+}
+
+/// An empty label buffer for `n` rows (the labels are held until the end: 8 bytes a row),
+/// refused with the size when memory cannot hold it rather than aborting.
+fn labels_for(n: usize) -> Result<Vec<i64>> {
+    let mut labels = Vec::new();
+    if labels.try_reserve_exact(n).is_err() {
+        bail!(
+            "--n {n}: the labels alone would take {} of memory; choose a smaller --n",
+            crate::limits::human(n as u128 * 8)
+        );
+    }
+    Ok(labels)
+}
+
 /// The description of built-in set `name` (empty for an unknown name).
 pub fn describe(name: &str) -> &'static str {
     SETS.iter()

@@ -121,7 +121,7 @@ pub fn write(path: &Path, size: usize, n: usize, seed: u64, source: &str) -> Res
         let mut w = RowWriter::create::<u8>(file, &[n, 3, size, size], None)?;
         let block = chunk_rows(n, d);
         let mut buf = vec![0u8; block * d];
-        let mut labels = Vec::with_capacity(n);
+        let mut labels = super::labels_for(n)?;
         for start in (0..n).step_by(block) {
             let k = block.min(n - start);
             for (j, img) in buf[..k * d].chunks_exact_mut(d).enumerate() {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// The core modules, bottom layer first. A module may import modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
     &[
-        "config", "registry", "progress", "report", "schedule", "output", "seed",
+        "config", "registry", "progress", "report", "schedule", "output", "seed", "dist",
     ],
     &["data"],
     &["tensor", "metrics"],

@@ -81,6 +81,15 @@ pub fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
     init_tracing(&cli.log);
+    // Under `mpirun`/`srun` (the `mpi` feature) this process joins the job as one rank; the
+    // session finalises MPI when the command is done.
+    let session = match crate::dist::init() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::List(a) => list::run(a),
         Command::Sample(a) => sample::run(a),
@@ -94,12 +103,24 @@ pub fn main() -> ExitCode {
         Command::Bench(c) => bench::run(c),
         Command::Calibrate(a) => calibrate::run(a),
     };
+    let world = crate::dist::world();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            drop(session);
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("error: {e}");
+            let who = match world.size() {
+                1 => String::new(),
+                n => format!(" (rank {} of {n})", world.rank()),
+            };
+            eprintln!("error{who}: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
+            }
+            if world.size() > 1 {
+                // The other ranks may be waiting in a collective for this one: end the job.
+                world.abort(1);
             }
             ExitCode::FAILURE
         }

@@ -66,8 +66,16 @@ pub fn run(a: Args) -> Result<()> {
 /// Trains `cfg` with a progress bar and prints the outcome.
 pub fn run_config(cfg: &TrainConfig, resume: bool) -> Result<()> {
     let done: TrainOutcome = train(cfg, resume)?;
+    let world = crate::dist::world();
+    if !world.is_root() {
+        return Ok(());
+    }
+    let ranks = match world.size() {
+        1 => String::new(),
+        n => format!(" on {n} processes"),
+    };
     eprintln!(
-        "trained {} steps in {:.1} s ({:.1} steps/s), final loss {:.4}; checkpoint {}",
+        "trained {} steps{ranks} in {:.1} s ({:.1} steps/s), final loss {:.4}; checkpoint {}",
         done.step,
         done.seconds,
         done.steps_per_s,

@@ -19,10 +19,11 @@ pub mod step;
 
 pub use log::LogLine;
 pub use setup::load_teacher;
-pub use step::{step_rng, train_step, StepStats};
+pub use step::{step_rng, train_step, train_step_on, StepStats};
 
 use crate::checkpoint::{self, Meta};
 use crate::denoiser::{AdamW, DenoiserSpec, PARTS};
+use crate::dist;
 use crate::objective::{scale_count, DistillObjective};
 use crate::schedule::Schedule;
 use crate::tensor::{batch_to_device, seeded_device};
@@ -181,12 +182,21 @@ pub struct TrainOutcome {
 
 /// Trains per `cfg`; with `resume`, continues from the latest checkpoint in `cfg.out`.
 /// `progress` shows a bar on stderr (only drawn on a terminal).
+///
+/// Under `mpirun` ([`dist::world`] of several ranks) the run is data-parallel: every rank
+/// trains on its share of each batch and holds the same weights after each step; rank 0 writes
+/// the run folder (checkpoints, `log.jsonl`, `config.toml`), which every rank can resume from.
 pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOutcome> {
     cfg.check()?;
+    let world = dist::world();
+    let root = world.is_root();
     let dev = seeded_device(cfg.seed);
-    let mut run = setup::RunState::open(cfg, &dev, resume)?;
+    let mut run = setup::RunState::open(cfg, &dev, resume, world)?;
     let config_toml = crate::config::to_toml(cfg)?;
-    let log = setup::prepare_folder(cfg, resume, &config_toml)?;
+    let log = match root {
+        true => Some(setup::prepare_folder(cfg, resume, &config_toml)?),
+        false => None,
+    };
     let about = run.net.describe();
     // A checkpoint after `step` iterations records the S of the round the last one trained.
     let meta = |step: u64| Meta {
@@ -201,17 +211,25 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
             .or(cfg.objective.student_steps()),
     };
     let mut rounds = RoundTeacher::default();
-    let mut report = Report::new(cfg, log, run.start, progress);
+    let mut report = Report::new(cfg, log, run.start, progress && root);
     for step in run.start..cfg.steps {
         if let Some(r) = cfg.objective.round(step).filter(|r| r.index > 0) {
-            rounds.enter(&r, &cfg.out, &dev, || run.net.state(&PARTS), meta(r.start))?;
+            rounds.enter(
+                world,
+                &r,
+                &cfg.out,
+                &dev,
+                || run.net.state(&PARTS),
+                meta(r.start),
+            )?;
         }
         let active = rounds.teacher().or(run.teacher.as_deref());
         let waited = Instant::now();
         let b = run.loader.next_batch()?;
         report.waited(waited.elapsed());
         let x = batch_to_device(&dev, b.values, b.rows, run.dim);
-        let stats = train_step(cfg, &dev, run.net.as_mut(), active, &x, step).map_err(|e| {
+        let stats = train_step_on(world, cfg, &dev, run.net.as_mut(), active, &x, step);
+        let stats = stats.map_err(|e| {
             report.abandon();
             let kept = match &run.last {
                 Some(p) => format!("the last good checkpoint is {}", p.display()),
@@ -222,12 +240,20 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         let done = step + 1;
         report.step(done, &stats)?;
         if done % cfg.checkpoint_every == 0 || done == cfg.steps {
-            let path = checkpoint::save(&cfg.out, &meta(done), &run.net.state(&PARTS))?;
-            checkpoint::prune(&cfg.out, cfg.keep_checkpoints)?;
-            tracing::info!("step {done}: wrote {}", path.display());
+            let path = match root {
+                true => {
+                    let path = checkpoint::save(&cfg.out, &meta(done), &run.net.state(&PARTS))?;
+                    checkpoint::prune(&cfg.out, cfg.keep_checkpoints)?;
+                    tracing::info!("step {done}: wrote {}", path.display());
+                    path
+                }
+                false => cfg.out.join(checkpoint::file_name(done)),
+            };
             run.last = Some(path);
         }
     }
+    // Every rank returns once the last checkpoint is on disk (the next command may read it).
+    world.barrier();
     let seconds = report.finish();
     Ok(TrainOutcome {
         step: cfg.steps,

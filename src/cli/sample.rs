@@ -68,6 +68,9 @@ impl Args {
 pub fn run(a: Args) -> Result<()> {
     let cfg = SampleConfig::resolve(a.config.as_deref(), &a.overrides())?;
     let done = sample_to_file(&cfg)?;
+    if !crate::dist::world().is_root() {
+        return Ok(());
+    }
     eprintln!(
         "wrote {} samples ({} NFE each) to {}",
         cfg.n,

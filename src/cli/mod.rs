@@ -82,8 +82,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log);
     // Under `mpirun`/`srun` (the `mpi` feature) this process joins the job as one rank; the
-    // session finalises MPI when the command is done.
-    let session = match crate::dist::init() {
+    // session finalises MPI when it goes out of scope, after the command.
+    let _session = match crate::dist::init() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -105,10 +105,7 @@ pub fn main() -> ExitCode {
     };
     let world = crate::dist::world();
     match result {
-        Ok(()) => {
-            drop(session);
-            ExitCode::SUCCESS
-        }
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let who = match world.size() {
                 1 => String::new(),

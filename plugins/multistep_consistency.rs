@@ -111,7 +111,7 @@ impl Multistep {
     /// The random draws of one loss: the grid of the iteration, a slot per row, the noise.
     pub fn random_draws(&self, ctx: &mut ObjectiveCtx, rows: usize, dim: usize) -> Draws {
         let grid = self.grid(ctx.iteration);
-        let slots = (0..rows).map(|_| grid.random_slot(ctx.rng)).collect();
+        let slots = ctx.per_row(rows, |rng| grid.random_slot(rng));
         let eps = ctx.normal(rows, dim);
         Draws { grid, slots, eps }
     }

@@ -180,9 +180,7 @@ impl DistillObjective for Progressive {
     fn loss(&self, ctx: &mut ObjectiveCtx, x: &Batch) -> anyhow::Result<Loss> {
         let (rows, dim) = *x.shape();
         let round = self.round_at(ctx.iteration);
-        let ks: Vec<usize> = (0..rows)
-            .map(|_| ctx.rng.gen_range(1..=round.student_steps))
-            .collect();
+        let ks: Vec<usize> = ctx.per_row(rows, |rng| rng.gen_range(1..=round.student_steps));
         let eps = ctx.normal(rows, dim);
         self.prepare(ctx, x, &round, &ks, &eps)?
             .student_loss(ctx, mean_square)

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo build --release --quiet
+# FEWSTEP_FEATURES=mpi scripts/main.sh builds with MPI (setup.sh installs OpenMPI for it).
+cargo build --release --quiet --features "${FEWSTEP_FEATURES:-}"
 if [ $# -eq 0 ]; then
   set -- reproduce table4 --preset quick --out out/reproduce
 fi

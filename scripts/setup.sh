@@ -73,3 +73,20 @@ ensure_cargo_deny() {
   echo "setup: installing cargo-deny 0.20.2 (cargo install, a few minutes)" >&2
   cargo install cargo-deny --version 0.20.2 --locked --quiet >&2
 }
+
+# The `mpi` feature (data-parallel training under mpirun, docs/distributed.md), only when asked
+# for: FEWSTEP_FEATURES=mpi (scripts/test.sh asks by default). OpenMPI's mpirun, mpicc and
+# headers, and libclang, which the mpi crate's bindgen uses to read mpi.h (about 30 s of apt).
+if [[ ",${FEWSTEP_FEATURES:-}," == *,mpi,* ]]; then
+  mpi_pkgs=()
+  for p in openmpi-bin libopenmpi-dev libclang-dev; do
+    dpkg -s "$p" >/dev/null 2>&1 || mpi_pkgs+=("$p")
+  done
+  if [ ${#mpi_pkgs[@]} -gt 0 ]; then
+    echo "setup: installing ${mpi_pkgs[*]} (the mpi feature)" >&2
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${mpi_pkgs[@]}" >/dev/null
+  fi
+fi

@@ -3,6 +3,9 @@
 # exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The tests run once with the `mpi` feature (a superset: its 2-rank tests in tests/mpi.rs run
+# under mpirun); FEWSTEP_FEATURES= scripts/test.sh runs the default build's tests instead.
+export FEWSTEP_FEATURES=${FEWSTEP_FEATURES-mpi}
 source scripts/setup.sh
 # The dependency tree (deny.toml): security advisories, licences, duplicate versions, sources.
 # Advisories need the RustSec database from GitHub; without a network the last fetched copy is
@@ -22,4 +25,4 @@ else
   fi
 fi
 # --workspace: the example plugin crate (examples/tract) has tests too.
-cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets --features "$FEWSTEP_FEATURES" "$@"

@@ -126,9 +126,14 @@ pub trait Network: Student {
     fn into_ema(self: Box<Self>) -> Box<dyn Denoiser>;
     /// A zeroed gradient buffer for the training weights (the tape of a forward pass).
     fn alloc_grads(&self) -> Gradients<f32, Dev>;
-    /// Takes the weights' gradients from a backward pass and returns their global L2 norm.
-    fn grad_norm(&mut self, grads: &mut Gradients<f32, Dev>) -> Result<f64>;
-    /// One AdamW update with the gradients [`Self::grad_norm`] took, multiplied by
+    /// Takes the weights' gradients from a backward pass into the flat host gradient.
+    fn take_grads(&mut self, grads: &mut Gradients<f32, Dev>) -> Result<()>;
+    /// The flat host gradient [`Self::take_grads`] filled and [`Self::adamw`] applies, every
+    /// tensor's values one after another: data-parallel training sums the ranks' shares here.
+    fn grad_mut(&mut self) -> &mut [f32];
+    /// The global L2 norm of the flat gradient.
+    fn grad_norm(&self) -> f64;
+    /// One AdamW update with the flat gradient, multiplied by
     /// `grad_scale` (clipping); `t` counts updates from 1 (bias correction).
     fn adamw(&mut self, opt: &AdamW, t: u64, grad_scale: f64) -> Result<()>;
     /// ema = decay * ema + (1 - decay) * weights.

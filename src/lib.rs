@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod denoiser;
+pub mod dist;
 pub mod integrator;
 pub mod interrupt;
 pub mod limits;

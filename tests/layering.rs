@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
         "seed",
         "interrupt",
         "limits",
+        "dist",
     ],
     &["data"],
     &["tensor", "metrics"],

@@ -21,6 +21,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // Not sharded: under mpirun rank 0 scores the file alone and the others end at once
+    // (the metrics stream the file in bounded memory; docs/distributed.md).
+    if !crate::dist::world().is_root() {
+        return Ok(());
+    }
     let samples = open_dataset(&a.samples, "samples")?;
     let reference = Reference::read(&a.reference)?;
     let m = reference.score_file(&samples).with_context(|| {

@@ -99,6 +99,15 @@ pub fn main() -> ExitCode {
             eprintln!("warning: cannot handle Ctrl-C ({e}): an interrupt loses unsaved steps");
         }
     }
+    // Under `mpirun`/`srun` (the `mpi` feature) this process joins the job as one rank; the
+    // session finalises MPI when it goes out of scope, after the command.
+    let _session = match crate::dist::init() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::List(a) => list::run(a),
         Command::Sample(a) => sample::run(a),
@@ -112,12 +121,21 @@ pub fn main() -> ExitCode {
         Command::Bench(c) => bench::run(c),
         Command::Calibrate(a) => calibrate::run(a),
     };
+    let world = crate::dist::world();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            let who = match world.size() {
+                1 => String::new(),
+                n => format!(" (rank {} of {n})", world.rank()),
+            };
+            eprintln!("error{who}: {e}");
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
+            }
+            if world.size() > 1 {
+                // The other ranks may be waiting in a collective for this one: end the job.
+                world.abort(1);
             }
             match crate::interrupt::exit_code(&e) {
                 Some(code) => ExitCode::from(code),

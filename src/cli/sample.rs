@@ -71,6 +71,9 @@ pub fn run(a: Args) -> Result<()> {
     let cfg = SampleConfig::resolve(a.config.as_deref(), &a.overrides())?;
     check_out(&cfg, a.force.force)?;
     let done = sample_to_file(&cfg)?;
+    if !crate::dist::world().is_root() {
+        return Ok(());
+    }
     eprintln!(
         "wrote {} samples ({} NFE each) to {}",
         cfg.n,

@@ -69,8 +69,16 @@ pub fn run(a: Args) -> Result<()> {
 pub fn run_config(cfg: &TrainConfig, resume: bool, force: bool) -> Result<()> {
     check_run_folder(&cfg.out, resume, force)?;
     let done: TrainOutcome = train(cfg, resume)?;
+    let world = crate::dist::world();
+    if !world.is_root() {
+        return Ok(());
+    }
+    let ranks = match world.size() {
+        1 => String::new(),
+        n => format!(" on {n} processes"),
+    };
     eprintln!(
-        "trained {} steps in {:.1} s ({:.1} steps/s), final loss {:.4}; checkpoint {}",
+        "trained {} steps{ranks} in {:.1} s ({:.1} steps/s), final loss {:.4}; checkpoint {}",
         done.step,
         done.seconds,
         done.steps_per_s,

@@ -54,6 +54,10 @@ pub struct LoaderConfig {
     /// little-endian): one copy per row instead of a read into a window and a copy out of it.
     /// `false` reads windows with `pread`, for files that may change while training.
     pub map_file: bool,
+    /// The rows of every batch this process keeps (`None`: all `batch`). The batches are drawn
+    /// as without it, from the same seeded order; data-parallel ranks each keep their share
+    /// ([`crate::dist::share`]), so together they train on exactly the single process's batch.
+    pub shard: Option<Range<usize>>,
 }
 
 impl LoaderConfig {
@@ -79,6 +83,7 @@ impl Default for LoaderConfig {
             prefetch: 4,
             workers: cores.clamp(1, 4),
             map_file: true,
+            shard: None,
         }
     }
 }
@@ -183,6 +188,13 @@ impl Loader {
                 info.rows()
             );
         }
+        let keep = cfg.shard.clone().unwrap_or(0..cfg.batch);
+        if keep.is_empty() || keep.end > cfg.batch {
+            bail!(
+                "a loader shard must be a non-empty range of the batch's rows 0..{}, got {keep:?}",
+                cfg.batch
+            );
+        }
         if let Some(want) = &cfg.expect_row_shape {
             let have = info.row_shape();
             let flat_ok = want.len() == 1 && want[0] == info.row_dim();
@@ -209,7 +221,7 @@ impl Loader {
             let (out_tx, out_rx) = sync_channel(depth);
             let assemble = Assembler {
                 info: info.clone(),
-                batch: cfg.batch,
+                keep: keep.clone(),
                 labels: labels.clone(),
                 spare: spare.clone(),
             };
@@ -564,7 +576,8 @@ impl Reader {
 /// An assembler thread's work: copies a batch's rows out of their windows, checking floats.
 struct Assembler {
     info: DataInfo,
-    batch: usize,
+    /// The rows of each batch to copy out (all of them but for a shard).
+    keep: Range<usize>,
     labels: Option<Arc<Vec<i64>>>,
     spare: Arc<Mutex<Vec<BatchValues>>>,
 }
@@ -579,18 +592,20 @@ impl Assembler {
         let rb = d * elem.size();
         let rows = pieces
             .iter()
-            .flat_map(|(w, range)| w.order[range.clone()].iter().map(move |&o| (w, o)));
+            .flat_map(|(w, range)| w.order[range.clone()].iter().map(move |&o| (w, o)))
+            .skip(self.keep.start)
+            .take(self.keep.len());
         let mut values = self.buffer();
         let mut bad = None;
         match &mut values {
             BatchValues::U8(out) => {
-                out.reserve(self.batch * d);
+                out.reserve(self.keep.len() * d);
                 for (w, (local, _)) in rows.clone() {
                     out.extend_from_slice(w.rows.row(local, rb));
                 }
             }
             BatchValues::F32(out) => {
-                out.reserve(self.batch * d);
+                out.reserve(self.keep.len() * d);
                 for (w, (local, row)) in rows.clone() {
                     if let Some((j, v)) = push_row(elem, w.rows.row(local, rb), out) {
                         bad.get_or_insert((row, j, v));
@@ -609,10 +624,10 @@ impl Assembler {
             rows.map(|(_, (_, row))| all[row as usize])
                 .collect::<Vec<_>>()
         });
-        debug_assert_eq!(values.len(), self.batch * d);
+        debug_assert_eq!(values.len(), self.keep.len() * d);
         Ok(HostBatch {
             values,
-            rows: self.batch,
+            rows: self.keep.len(),
             row_shape: self.info.row_shape().to_vec(),
             labels,
         })

@@ -133,15 +133,23 @@ impl<M: VNet> Network for Trainable<M> {
         Gradients::leaky()
     }
 
-    fn grad_norm(&mut self, grads: &mut Gradients<f32, Dev>) -> Result<f64> {
+    fn take_grads(&mut self, grads: &mut Gradients<f32, Dev>) -> Result<()> {
         let mut at = self.layout.entries.iter();
         let grad = &mut self.grad;
         self.model.net.each_param(&mut |_, p| {
             let (_, _, range) = at.next().expect("the layout lists every tensor");
             p.grad(grads, &mut grad[range.clone()]);
         });
+        Ok(())
+    }
+
+    fn grad_mut(&mut self) -> &mut [f32] {
+        &mut self.grad
+    }
+
+    fn grad_norm(&self) -> f64 {
         let ranges: Vec<_> = self.layout.entries.iter().map(|e| e.2.clone()).collect();
-        Ok(optimiser::grad_norm(&self.grad, &ranges))
+        optimiser::grad_norm(&self.grad, &ranges)
     }
 
     fn adamw(&mut self, opt: &AdamW, t: u64, grad_scale: f64) -> Result<()> {

@@ -30,9 +30,20 @@ pub struct ObjectiveCtx<'a> {
     pub teacher: Option<&'a dyn Denoiser>,
     /// Training iteration (for annealed schedules such as the teacher-step count).
     pub iteration: u64,
-    /// Host randomness for times and discrete choices; seeded, so runs repeat on CPU.
+    /// Host randomness for times and discrete choices; seeded, so runs repeat on CPU. Per-row
+    /// choices go through [`Self::per_row`]; draws made here directly are batch-wide (every
+    /// rank of a data-parallel run makes the same ones).
     pub rng: &'a mut SeededRng,
     grads: Option<Gradients<f32, Dev>>,
+    share: Option<RowShare>,
+}
+
+/// The rows of the global batch one process of a data-parallel run computes: its `x` holds rows
+/// `offset..offset + x.rows` of a batch of `global` rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowShare {
+    pub offset: usize,
+    pub global: usize,
 }
 
 impl<'a> ObjectiveCtx<'a> {
@@ -56,7 +67,46 @@ impl<'a> ObjectiveCtx<'a> {
             iteration,
             rng,
             grads: Some(grads),
+            share: None,
         }
+    }
+
+    /// Makes the per-row draws ([`Self::per_row`], [`Self::normal`], [`Self::uniform_times`])
+    /// those of rows `share.offset..` of a global batch: each draw is made for all
+    /// `share.global` rows, in the single process's order, and this process keeps its rows. So
+    /// the ranks of a data-parallel run together draw exactly what one process would.
+    pub fn with_share(mut self, share: RowShare) -> Self {
+        self.share = Some(share);
+        self
+    }
+
+    /// Where `rows` local rows sit in the global batch: (offset, global rows).
+    fn span(&self, rows: usize) -> (usize, usize) {
+        match self.share {
+            None => (0, rows),
+            Some(s) => {
+                assert!(
+                    s.offset + rows <= s.global,
+                    "{rows} rows from row {} overrun a global batch of {}",
+                    s.offset,
+                    s.global
+                );
+                (s.offset, s.global)
+            }
+        }
+    }
+
+    /// One value per row of the batch from `draw`, called in row order on [`Self::rng`]. An
+    /// objective makes its per-row random choices here (not in a loop on `rng`), so that a
+    /// data-parallel rank draws its rows' values (see [`Self::with_share`]).
+    pub fn per_row<T>(&mut self, rows: usize, mut draw: impl FnMut(&mut SeededRng) -> T) -> Vec<T> {
+        let (offset, global) = self.span(rows);
+        // All `global` draws are made (not stopped at this share's end): the draws after them
+        // must start where the single process's do.
+        let mut all: Vec<T> = (0..global).map(|_| draw(self.rng)).collect();
+        all.truncate(offset + rows);
+        all.drain(..offset);
+        all
     }
 
     /// The student's prediction with gradients. One taped forward pass per loss.
@@ -71,13 +121,17 @@ impl<'a> ObjectiveCtx<'a> {
     /// here rather than from the device so that a resumed run repeats exactly (the trainer seeds
     /// `rng` from the run seed and the step).
     pub fn normal(&mut self, rows: usize, dim: usize) -> Batch {
-        self.dev
-            .tensor_from_vec(host_normal(self.rng, rows * dim), (rows, dim))
+        let (offset, global) = self.span(rows);
+        let mut all = host_normal(self.rng, global * dim);
+        if global != rows {
+            all = all[offset * dim..(offset + rows) * dim].to_vec();
+        }
+        self.dev.tensor_from_vec(all, (rows, dim))
     }
 
     /// Times t ~ U(0, 1), one per row, from [`Self::rng`].
     pub fn uniform_times(&mut self, rows: usize) -> Vec<f64> {
-        (0..rows).map(|_| self.rng.gen::<f64>()).collect()
+        self.per_row(rows, |rng| rng.gen::<f64>())
     }
 
     /// The teacher, or an error naming what is missing.

@@ -6,6 +6,7 @@ use crate::config::{to_toml, ConfigBuilder, Overrides};
 use crate::data::write::RowWriter;
 use crate::data::{self, DataArray};
 use crate::denoiser::{BuildCtx, Denoiser, DenoiserSpec};
+use crate::dist::{self, Collective};
 use crate::integrator::{Integrator, RowNoise, StepCtx};
 use crate::sampling;
 use crate::schedule::{uniform_grid, Schedule};
@@ -296,30 +297,18 @@ pub fn sample_to_file(cfg: &SampleConfig) -> Result<Written> {
         }
         _ => row_shape(cfg.data.as_deref(), cfg.n, dim)?,
     };
-    let grid = uniform_grid(cfg.steps);
+    let world = dist::world();
     let mut nfe = 0;
-    data::h5::write_with(&cfg.out, |file| {
+    if !world.is_root() {
+        // Computes its share of every batch; rank 0 gathers and writes them.
+        sample_batches(cfg, &ready, &mut z1, world, |_, _, _| Ok(()), &mut nfe)?;
+        world.barrier();
+        return Ok(Written { shape, nfe });
+    }
+    let written = data::h5::write_with(&cfg.out, |file| {
         let mut out = RowWriter::create::<f32>(file, &shape, None)?;
         let bar = crate::progress::bar(cfg.n as u64, "sampling");
-        for start in (0..cfg.n).step_by(cfg.batch) {
-            let rows = cfg.batch.min(cfg.n - start);
-            let z = batch_from_vec(&ready.dev, z1.rows(start..start + rows)?, rows, dim);
-            // Per-row noise streams named by the row's index: the same samples at any --batch.
-            let noise = RowNoise {
-                seed: cfg.seed,
-                first_row: start as u64,
-            };
-            let s = sampling::sample(
-                &ready.dev,
-                cfg.schedule.as_ref(),
-                cfg.integrator.as_ref(),
-                ready.denoiser.as_ref(),
-                z,
-                &grid,
-                noise,
-            )?;
-            nfe = s.nfe;
-            let values = host_values(&s.samples);
+        let write = |start: usize, rows: usize, values: Vec<f32>| {
             // A NaN or infinity would be written as a sample without a word.
             if let Some(at) = values.iter().position(|v| !v.is_finite()) {
                 let bad = values.iter().filter(|v| !v.is_finite()).count();
@@ -334,7 +323,9 @@ pub fn sample_to_file(cfg: &SampleConfig) -> Result<Written> {
             }
             out.write(&values)?;
             bar.inc(rows as u64);
-        }
+            Ok(())
+        };
+        sample_batches(cfg, &ready, &mut z1, world, write, &mut nfe)?;
         bar.finish_and_clear();
         let mut attrs = vec![
             ("steps", cfg.steps.to_string()),
@@ -347,8 +338,61 @@ pub fn sample_to_file(cfg: &SampleConfig) -> Result<Written> {
             attrs.push(("checkpoint_step", meta.step.to_string()));
         }
         out.finish(&attrs)
-    })?;
+    });
+    // A failed rank 0 returns at once (the command line then ends the job); otherwise the
+    // other ranks return once the file is there.
+    written?;
+    world.barrier();
     Ok(Written { shape, nfe })
+}
+
+/// Samples the batches of `cfg` in order; each rank of `world` samples its share
+/// ([`dist::share`]) of every batch and rank 0 passes the whole batch's rows, gathered in row
+/// order, to `write(start, rows, values)`. The starting noise of every row is the single
+/// process's (each rank draws the batch's z_1 and keeps its rows), and per-row integrator noise
+/// is named by the row's index, so the samples are the single process's.
+fn sample_batches(
+    cfg: &SampleConfig,
+    ready: &Ready,
+    z1: &mut InitialNoise,
+    world: &dyn Collective,
+    mut write: impl FnMut(usize, usize, Vec<f32>) -> Result<()>,
+    nfe: &mut usize,
+) -> Result<()> {
+    let dim = ready.denoiser.dim();
+    let grid = uniform_grid(cfg.steps);
+    for start in (0..cfg.n).step_by(cfg.batch) {
+        let rows = cfg.batch.min(cfg.n - start);
+        let mine = dist::share(rows, world.rank(), world.size());
+        let mut z = z1.rows(start..start + rows)?;
+        let mut values = Vec::new();
+        if !mine.is_empty() {
+            if mine.len() != rows {
+                z = z[mine.start * dim..mine.end * dim].to_vec();
+            }
+            let z = batch_from_vec(&ready.dev, z, mine.len(), dim);
+            // Per-row noise streams named by the row's index: the same samples at any --batch.
+            let noise = RowNoise {
+                seed: cfg.seed,
+                first_row: (start + mine.start) as u64,
+            };
+            let s = sampling::sample(
+                &ready.dev,
+                cfg.schedule.as_ref(),
+                cfg.integrator.as_ref(),
+                ready.denoiser.as_ref(),
+                z,
+                &grid,
+                noise,
+            )?;
+            *nfe = s.nfe;
+            values = host_values(&s.samples);
+        }
+        if let Some(all) = world.gather_to_root(&values) {
+            write(start, rows, all)?;
+        }
+    }
+    Ok(())
 }
 
 /// What [`sample_to_file`] wrote.

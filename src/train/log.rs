@@ -25,6 +25,10 @@ pub struct LogLine {
     /// data keeps up). Absent from logs written before it existed.
     #[serde(default)]
     pub data_wait: f64,
+    /// Share of the window's wall time spent in the gradient all-reduce of a data-parallel run
+    /// (0 for a single process). Absent from logs written before it existed.
+    #[serde(default)]
+    pub comm: f64,
 }
 
 struct Window {
@@ -34,6 +38,7 @@ struct Window {
     grad_norm: f64,
     lr: f64,
     waited: Duration,
+    comm: Duration,
 }
 
 impl Window {
@@ -45,6 +50,7 @@ impl Window {
             grad_norm: 0.0,
             lr: 0.0,
             waited: Duration::ZERO,
+            comm: Duration::ZERO,
         }
     }
 
@@ -57,6 +63,7 @@ impl Window {
         self.loss += s.loss;
         self.grad_norm += s.grad_norm;
         self.lr = s.lr;
+        self.comm += s.comm;
     }
 
     fn line(&self, step: u64, batch: usize, t0: Instant) -> LogLine {
@@ -72,13 +79,15 @@ impl Window {
             samples_per_s: rate * batch as f64,
             elapsed_s: t0.elapsed().as_secs_f64(),
             data_wait: (self.waited.as_secs_f64() / wall).min(1.0),
+            comm: (self.comm.as_secs_f64() / wall).min(1.0),
         }
     }
 }
 
 /// The log file, the current window and the bar of a run from its first step to train.
 pub(super) struct Report {
-    log: File,
+    /// `log.jsonl` (on the rank that writes the run's files).
+    log: Option<File>,
     window: Window,
     bar: ProgressBar,
     t0: Instant,
@@ -91,7 +100,7 @@ pub(super) struct Report {
 
 impl Report {
     /// Starts reporting at step `start` into `log` (`show`: draw the bar on a terminal).
-    pub fn new(cfg: &TrainConfig, log: File, start: u64, show: bool) -> Self {
+    pub fn new(cfg: &TrainConfig, log: Option<File>, start: u64, show: bool) -> Self {
         let bar = crate::progress::bar(cfg.steps, "training");
         if !show {
             bar.set_draw_target(ProgressDrawTarget::hidden());
@@ -120,7 +129,9 @@ impl Report {
         if done.is_multiple_of(self.log_every) || done == self.steps {
             let line = self.window.line(done, self.batch, self.t0);
             self.loss = line.loss;
-            writeln!(self.log, "{}", serde_json::to_string(&line)?)?;
+            if let Some(log) = &mut self.log {
+                writeln!(log, "{}", serde_json::to_string(&line)?)?;
+            }
             self.bar.set_message(format!(
                 "loss {:.4} | {:.1} it/s",
                 line.loss, line.steps_per_s
@@ -136,7 +147,9 @@ impl Report {
         if self.window.n > 0 {
             let line = self.window.line(done, self.batch, self.t0);
             self.loss = line.loss;
-            writeln!(self.log, "{}", serde_json::to_string(&line)?)?;
+            if let Some(log) = &mut self.log {
+                writeln!(log, "{}", serde_json::to_string(&line)?)?;
+            }
             self.window = Window::new(Instant::now());
         }
         Ok(())

@@ -20,10 +20,11 @@ pub mod step;
 
 pub use log::LogLine;
 pub use setup::load_teacher;
-pub use step::{step_rng, train_step, StepStats};
+pub use step::{step_rng, train_step, train_step_on, StepStats};
 
 use crate::checkpoint::{self, Meta};
 use crate::denoiser::{AdamW, DenoiserSpec, PARTS};
+use crate::dist;
 use crate::interrupt::{Interrupted, Listening};
 use crate::objective::{scale_count, DistillObjective};
 use crate::schedule::Schedule;
@@ -200,12 +201,21 @@ pub struct TrainOutcome {
 
 /// Trains per `cfg`; with `resume`, continues from the latest checkpoint in `cfg.out`.
 /// `progress` shows a bar on stderr (only drawn on a terminal).
+///
+/// Under `mpirun` ([`dist::world`] of several ranks) the run is data-parallel: every rank
+/// trains on its share of each batch and holds the same weights after each step; rank 0 writes
+/// the run folder (checkpoints, `log.jsonl`, `config.toml`), which every rank can resume from.
 pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOutcome> {
     cfg.check()?;
+    let world = dist::world();
+    let root = world.is_root();
     let dev = seeded_device(cfg.seed);
-    let mut run = setup::RunState::open(cfg, &dev, resume)?;
+    let mut run = setup::RunState::open(cfg, &dev, resume, world)?;
     let config_toml = crate::config::to_toml(cfg)?;
-    let log = setup::prepare_folder(cfg, resume, &config_toml)?;
+    let log = match root {
+        true => Some(setup::prepare_folder(cfg, resume, &config_toml)?),
+        false => None,
+    };
     let about = run.net.describe();
     let identity = identity::Identity::of(cfg)?;
     let (identity_json, run_hash) = (identity.to_json(), identity.hash());
@@ -224,13 +234,20 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         run_hash: Some(run_hash.clone()),
     };
     let mut rounds = RoundTeacher::default();
-    let mut report = Report::new(cfg, log, run.start, progress);
+    let mut report = Report::new(cfg, log, run.start, progress && root);
     // From here a first Ctrl-C or SIGTERM (with the handler installed) stops at the next step
     // boundary with a checkpoint instead of losing the steps since the last one.
     let listening = Listening::start();
     for step in run.start..cfg.steps {
         if let Some(r) = cfg.objective.round(step).filter(|r| r.index > 0) {
-            rounds.enter(&r, &cfg.out, &dev, || run.net.state(&PARTS), meta(r.start))?;
+            rounds.enter(
+                world,
+                &r,
+                &cfg.out,
+                &dev,
+                || run.net.state(&PARTS),
+                meta(r.start),
+            )?;
             if r.restart && step == r.start {
                 rounds::restart_from_ema(run.net.as_mut())?;
             }
@@ -240,7 +257,8 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         let b = run.loader.next_batch()?;
         report.waited(waited.elapsed());
         let x = batch_to_device(&dev, b.values, b.rows, run.dim);
-        let stats = train_step(cfg, &dev, run.net.as_mut(), active, &x, step).map_err(|e| {
+        let stats = train_step_on(world, cfg, &dev, run.net.as_mut(), active, &x, step);
+        let stats = stats.map_err(|e| {
             report.abandon();
             let kept = match &run.last {
                 Some(p) => format!("the last good checkpoint is {}", p.display()),
@@ -252,9 +270,15 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         report.step(done, &stats)?;
         let stop = listening.requested();
         if done % cfg.checkpoint_every == 0 || done == cfg.steps || stop.is_some() {
-            let path = checkpoint::save(&cfg.out, &meta(done), &run.net.state(&PARTS))?;
-            checkpoint::prune(&cfg.out, cfg.keep_checkpoints)?;
-            tracing::info!("step {done}: wrote {}", path.display());
+            let path = match root {
+                true => {
+                    let path = checkpoint::save(&cfg.out, &meta(done), &run.net.state(&PARTS))?;
+                    checkpoint::prune(&cfg.out, cfg.keep_checkpoints)?;
+                    tracing::info!("step {done}: wrote {}", path.display());
+                    path
+                }
+                false => cfg.out.join(checkpoint::file_name(done)),
+            };
             run.last = Some(path);
         }
         if let Some(signal) = stop {
@@ -277,6 +301,8 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         }
     }
     drop(listening);
+    // Every rank returns once the last checkpoint is on disk (the next command may read it).
+    world.barrier();
     let seconds = report.finish();
     Ok(TrainOutcome {
         step: cfg.steps,

@@ -2,6 +2,7 @@
 
 use crate::checkpoint::{self, Meta};
 use crate::denoiser::{self, Denoiser, Network};
+use crate::dist::Collective;
 use crate::objective::Round;
 use crate::tensor::{Dev, HostTensor, StateDict};
 use anyhow::{Context, Result};
@@ -17,9 +18,11 @@ pub(super) struct RoundTeacher {
 }
 
 impl RoundTeacher {
-    /// Makes round `r`'s teacher current: loads it, or first saves the student's `state` as it.
+    /// Makes round `r`'s teacher current: loads it, or first saves the student's `state` as it
+    /// (rank 0 of `world` saves; every rank loads it once it is there).
     pub(super) fn enter(
         &mut self,
+        world: &dyn Collective,
         r: &Round,
         out: &Path,
         dev: &Dev,
@@ -31,10 +34,11 @@ impl RoundTeacher {
         }
         let dir = out.join("rounds");
         let path = dir.join(checkpoint::file_name(r.start));
-        if !path.exists() {
+        if world.is_root() && !path.exists() {
             checkpoint::save(&dir, &meta, &state())?;
             tracing::info!("round {} teacher: {}", r.index, path.display());
         }
+        world.barrier();
         let teacher = denoiser::trained(&path, dev)
             .with_context(|| format!("cannot load the teacher of round {}", r.index))?;
         self.current = Some((r.index, teacher));

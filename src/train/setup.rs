@@ -6,6 +6,7 @@ use super::TrainConfig;
 use crate::checkpoint;
 use crate::data::loader::{Loader, LoaderConfig};
 use crate::denoiser::{self, BuildCtx, Denoiser, NetCtx, Network, PARTS};
+use crate::dist::{self, Collective};
 use crate::tensor::{Dev, StateDict};
 use anyhow::{bail, Context, Result};
 use std::fs::File;
@@ -28,9 +29,29 @@ pub struct RunState {
 impl RunState {
     /// Opens the data, builds the network from the device's seeded generator (always, so a
     /// resumed run's device is where the uninterrupted run's was), loads the teacher, then
-    /// resumes from `cfg.out`'s latest checkpoint or starts from `cfg.init`.
-    pub fn open(cfg: &TrainConfig, dev: &Dev, resume: bool) -> Result<Self> {
-        let loader = Loader::open(&cfg.data, LoaderConfig::new(cfg.batch, cfg.seed))?;
+    /// resumes from `cfg.out`'s latest checkpoint or starts from `cfg.init`. Each rank of
+    /// `world` loads its share of every batch (all of it for a single process).
+    pub fn open(
+        cfg: &TrainConfig,
+        dev: &Dev,
+        resume: bool,
+        world: &dyn Collective,
+    ) -> Result<Self> {
+        let shard = (world.size() > 1).then(|| dist::share(cfg.batch, world.rank(), world.size()));
+        if shard.as_ref().is_some_and(|s| s.is_empty()) {
+            bail!(
+                "batch {} is smaller than the {} processes of the job: each needs at least one row",
+                cfg.batch,
+                world.size()
+            );
+        }
+        let loader = Loader::open(
+            &cfg.data,
+            LoaderConfig {
+                shard,
+                ..LoaderConfig::new(cfg.batch, cfg.seed)
+            },
+        )?;
         let row_shape = loader.row_shape();
         let net = cfg.denoiser.network(&NetCtx {
             dev: dev.clone(),
@@ -48,7 +69,7 @@ impl RunState {
             last: None,
         };
         if resume {
-            run.resume(cfg)?;
+            run.resume(cfg, world.is_root())?;
         } else if let Some((step, path)) = checkpoint::list(&cfg.out)?.pop() {
             bail!(
                 "{} already holds a run (latest checkpoint {} at step {step}): pass --resume to \
@@ -62,8 +83,9 @@ impl RunState {
         Ok(run)
     }
 
-    /// Loads every part of the latest checkpoint and moves the loader past the batches used.
-    fn resume(&mut self, cfg: &TrainConfig) -> Result<()> {
+    /// Loads every part of the latest checkpoint and moves the loader past the batches used;
+    /// `root` (the process that writes the run's files) also trims the log.
+    fn resume(&mut self, cfg: &TrainConfig, root: bool) -> Result<()> {
         let path = checkpoint::latest(&cfg.out)?;
         let ck = checkpoint::load(&path, &PARTS)?;
         if ck.meta.row_shape != self.row_shape {
@@ -93,7 +115,9 @@ impl RunState {
             let b = self.loader.next_batch()?;
             self.loader.recycle(b);
         }
-        truncate_log(&cfg.out.join("log.jsonl"), self.start)?;
+        if root {
+            truncate_log(&cfg.out.join("log.jsonl"), self.start)?;
+        }
         tracing::info!("resuming from {} at step {}", path.display(), self.start);
         self.last = Some(path);
         Ok(())

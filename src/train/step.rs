@@ -1,12 +1,15 @@
-//! One optimisation step: loss, backward, clipping, AdamW, EMA.
+//! One optimisation step: loss, backward, (the all-reduce of a data-parallel run), clipping,
+//! AdamW, EMA.
 
 use super::TrainConfig;
 use crate::denoiser::{Denoiser, Network};
-use crate::objective::ObjectiveCtx;
+use crate::dist::{self, Collective, Single};
+use crate::objective::{ObjectiveCtx, RowShare};
 use crate::seed::{seeded, SeededRng};
 use crate::tensor::{Batch, Dev};
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use dfdx::prelude::*;
+use std::time::{Duration, Instant};
 
 /// What one step measured.
 #[derive(Clone, Copy, Debug)]
@@ -15,6 +18,8 @@ pub struct StepStats {
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
     pub lr: f64,
+    /// Time in the gradient all-reduce (zero for a single process).
+    pub comm: Duration,
 }
 
 /// The host generator of step `step`: a function of the run seed and the step only, so a
@@ -23,8 +28,9 @@ pub fn step_rng(seed: u64, step: u64) -> SeededRng {
     seeded(seed ^ (step.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-/// One optimisation step (0-based `step`) on the data batch `x`: loss, backward, clip, AdamW,
-/// EMA. A non-finite loss or gradient norm is an error and leaves the network untouched.
+/// One optimisation step (0-based `step`) on the data batch `x` in a single process: loss,
+/// backward, clip, AdamW, EMA. A non-finite loss or gradient norm is an error and leaves the
+/// network untouched.
 pub fn train_step(
     cfg: &TrainConfig,
     dev: &Dev,
@@ -33,6 +39,34 @@ pub fn train_step(
     x: &Batch,
     step: u64,
 ) -> Result<StepStats> {
+    train_step_on(&Single, cfg, dev, net, teacher, x, step)
+}
+
+/// [`train_step`] as one rank of `world`: `x` holds this rank's share
+/// ([`dist::share`]) of the global batch of `cfg.batch` rows, the objective draws the whole
+/// batch's times and noise and keeps this share's, and one all-reduce of one flat buffer (the
+/// weighted gradient, then the weighted loss) makes every rank's gradient the global batch's.
+/// Clipping, AdamW and the EMA then run identically on every rank, so the weights stay equal.
+pub fn train_step_on(
+    world: &dyn Collective,
+    cfg: &TrainConfig,
+    dev: &Dev,
+    net: &mut dyn Network,
+    teacher: Option<&dyn Denoiser>,
+    x: &Batch,
+    step: u64,
+) -> Result<StepStats> {
+    let rows = dist::share(cfg.batch, world.rank(), world.size());
+    let parallel = world.size() > 1;
+    if parallel {
+        ensure!(
+            x.shape().0 == rows.len(),
+            "rank {} got {} rows; its share of the batch is {}",
+            world.rank(),
+            x.shape().0,
+            rows.len()
+        );
+    }
     let mut rng = step_rng(cfg.seed, step);
     let loss = {
         let mut ctx = ObjectiveCtx::new(
@@ -45,14 +79,38 @@ pub fn train_step(
             &mut rng,
             net.alloc_grads(),
         );
+        if parallel {
+            ctx = ctx.with_share(RowShare {
+                offset: rows.start,
+                global: cfg.batch,
+            });
+        }
         cfg.objective.loss(&mut ctx, x)?
     };
-    let value = f64::from(loss.array());
-    if !value.is_finite() {
+    let mut value = f64::from(loss.array());
+    if !parallel && !value.is_finite() {
         bail!("the loss is {value} at step {}", step + 1);
     }
     let mut grads = loss.backward();
-    let grad_norm = net.grad_norm(&mut grads)?;
+    net.take_grads(&mut grads)?;
+    let mut comm = Duration::ZERO;
+    if parallel {
+        // Every loss is a mean over the batch's rows: the global one is the sum over ranks of
+        // (rows / batch) x the rank's mean, and so is its gradient.
+        let weight = rows.len() as f32 / cfg.batch as f32;
+        let grad = net.grad_mut();
+        let mut buf: Vec<f32> = grad.iter().map(|g| g * weight).collect();
+        buf.push(value as f32 * weight);
+        let t0 = Instant::now();
+        world.all_reduce_sum(&mut buf);
+        comm = t0.elapsed();
+        value = f64::from(buf.pop().expect("the loss rides at the end"));
+        grad.copy_from_slice(&buf);
+        if !value.is_finite() {
+            bail!("the loss is {value} at step {}", step + 1);
+        }
+    }
+    let grad_norm = net.grad_norm();
     if !grad_norm.is_finite() {
         bail!("the gradient norm is {grad_norm} at step {}", step + 1);
     }
@@ -74,5 +132,6 @@ pub fn train_step(
         loss: value,
         grad_norm,
         lr: opt.lr,
+        comm,
     })
 }

@@ -185,7 +185,7 @@ impl DistillObjective for Tract {
         let (rows, dim) = *x.shape();
         let k = self.phase_at(ctx.iteration).index;
         let grid = self.grid(k);
-        let slots: Vec<Slot> = (0..rows).map(|_| grid.random_slot(ctx.rng)).collect();
+        let slots: Vec<Slot> = ctx.per_row(rows, |rng| grid.random_slot(rng));
         let eps = ctx.normal(rows, dim);
         self.prepare(ctx, x, k, &slots, &eps)?
             .student_loss(ctx, mean_square)

@@ -75,6 +75,23 @@ pub enum Command {
     Bench(bench::BenchCmd),
 }
 
+/// clap's parser for a count or seed flag. Negative numbers reach it (`allow_negative_numbers`)
+/// so that `--steps -4` gets a range error instead of clap's "unexpected argument", and a number
+/// too large for a config's TOML integer (i64) is refused here rather than wrapping to a negative.
+pub(crate) fn count<T: TryFrom<i64>>(s: &str) -> Result<T, String> {
+    let n: i128 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number >= 0, got {s:?}"))?;
+    if n < 0 {
+        return Err(format!("expected a whole number >= 0, got {n}"));
+    }
+    i64::try_from(n)
+        .ok()
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| format!("{n} is too large (at most {})", i64::MAX))
+}
+
 /// Parses arguments, runs the command, prints errors with their causes.
 pub fn main() -> ExitCode {
     default_sigpipe();

@@ -410,3 +410,32 @@ fn config_prints_resolved_defaults_that_read_back() {
     let e = String::from_utf8(fewstep(&["config", "eval"]).stderr).unwrap();
     assert!(e.contains("train, distill, sample"), "{e}");
 }
+
+/// With stderr not a terminal (here a pipe), long jobs print plain progress lines: the count, the
+/// rate and the time left (every 5 s by default; the interval is 0 here).
+#[test]
+fn progress_lines_when_stderr_is_not_a_terminal() {
+    let dir = std::env::temp_dir().join(format!("fewstep-progress-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    fixtures(&dir);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_fewstep"))
+        .args([
+            "sample", "--data", "ring8.h5", "--n", "4000", "--batch", "500",
+        ])
+        .env("FEWSTEP_PROGRESS_EVERY", "0")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("sampling: "))
+        .unwrap_or_else(|| panic!("no progress line: {stderr}"));
+    assert!(
+        line.contains("/4000") && line.contains("/s") && line.contains("eta"),
+        "{line}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -439,3 +439,17 @@ fn progress_lines_when_stderr_is_not_a_terminal() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `fewstep list` says field types in words, not raw schema types.
+#[test]
+fn list_says_types_in_words() {
+    let list = String::from_utf8(fewstep(&["list", "integrator"]).stdout).unwrap();
+    assert!(list.contains("table (text, optional):"), "{list}");
+    assert!(
+        list.contains("variance (analytic | exact | table):"),
+        "{list}"
+    );
+    assert!(list.contains("order (whole number):"), "{list}");
+    assert!(list.contains("corrector (true or false):"), "{list}");
+    assert!(!list.contains("[string,null]"), "{list}");
+}

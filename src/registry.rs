@@ -91,24 +91,45 @@ fn resolve(root: &RootSchema, s: &SchemaObject) -> SchemaObject {
     target.map_or_else(|| s.clone(), |t| t.into_object())
 }
 
-/// "number", "[string,null]", or the choices of an enum: "analytic|exact|table".
+/// A field's type in words: "number", "whole number", "true or false", "text, optional", or an
+/// enum's choices "analytic | exact | table".
 fn type_name(s: &SchemaObject) -> String {
     if let Some(values) = &s.enum_values {
         return values
             .iter()
             .map(|v| v.to_string().replace('"', ""))
             .collect::<Vec<_>>()
-            .join("|");
+            .join(" | ");
     }
-    s.instance_type
-        .as_ref()
-        .map(|t| {
-            serde_json::to_value(t)
-                .unwrap_or_default()
-                .to_string()
-                .replace('"', "")
-        })
-        .unwrap_or_else(|| "object".into())
+    let word = |t: &str| {
+        match t {
+            "integer" => "whole number",
+            "boolean" => "true or false",
+            "string" => "text",
+            "array" => "list",
+            "object" => "table",
+            other => other,
+        }
+        .to_string()
+    };
+    let types: Vec<String> = match s.instance_type.as_ref().map(serde_json::to_value) {
+        Some(Ok(serde_json::Value::String(t))) => vec![t],
+        Some(Ok(serde_json::Value::Array(ts))) => ts
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect(),
+        _ => return "table".into(),
+    };
+    let optional = types.iter().any(|t| t == "null");
+    let named: Vec<String> = types
+        .iter()
+        .filter(|t| *t != "null")
+        .map(|t| word(t))
+        .collect();
+    match optional {
+        true => format!("{}, optional", named.join(" or ")),
+        false => named.join(" or "),
+    }
 }
 
 /// Registers a plugin for `fewstep list` and the schemas. Use beside the plugin's

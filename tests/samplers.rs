@@ -794,7 +794,10 @@ fn configs_refuse_bad_input_with_the_choices() {
     };
     let e = err("name = \"rk45\"");
     for name in registry::names("integrator") {
-        assert!(e.contains(&format!("`{name}`")), "{e} should list {name}");
+        assert!(
+            e.contains("valid:") && e.contains(name),
+            "{e} should list {name}"
+        );
     }
     assert!(err("name = \"addim\"\netta = 0.5").contains("etta"));
     assert!(err("name = \"heun\"\nsteps = 3").contains("steps"));

@@ -30,13 +30,13 @@ pub struct LoaderArgs {
     /// Dataset file (HDF5 with `/data`).
     pub file: PathBuf,
     /// Rows per batch.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub batch: usize,
     /// Epochs to time.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = super::count::<u64>)]
     pub epochs: u64,
     /// Batch threads (default: cores, at most 4).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub workers: Option<usize>,
     /// Read windows with pread instead of mapping the file.
     #[arg(long)]
@@ -53,7 +53,7 @@ pub struct NetArgs {
     #[arg(long, default_value = "mlp")]
     pub model: String,
     /// Row size of vector data (mlp).
-    #[arg(long, conflicts_with = "shape")]
+    #[arg(long, conflicts_with = "shape", allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub dim: Option<usize>,
     /// Row shape of image data, e.g. 3,32,32 (uvit).
     #[arg(long, value_delimiter = ',')]
@@ -98,16 +98,16 @@ pub struct SampleArgs {
     #[command(flatten)]
     pub net: NetArgs,
     /// Rows sampled at once.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub batch: usize,
     /// Integrator (sampler) plugin, e.g. ddim or addim.
     #[arg(long, default_value = "ddim")]
     pub integrator: String,
     /// Sampling steps per timed run.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub steps: usize,
     /// Timed runs (after one untimed run).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub repeats: usize,
 }
 
@@ -116,13 +116,13 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub net: NetArgs,
     /// Rows per training step.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub batch: usize,
     /// Timed steps.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, allow_negative_numbers = true, value_parser = super::count::<u64>)]
     pub steps: u64,
     /// Untimed steps first (allocator caches, first-touch).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true, value_parser = super::count::<u64>)]
     pub warmup: u64,
 }
 

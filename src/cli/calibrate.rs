@@ -19,13 +19,13 @@ pub struct Args {
     #[arg(long, default_value_t = 0.75)]
     pub eta: f64,
     /// Grid intervals: the table has points t = i / points, i = 0..=points.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub points: usize,
     /// Data rows used (drawn at random from the file).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub n: usize,
     /// Seed of the row choice and the noise.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = super::count::<u64>)]
     pub seed: u64,
     /// Output JSON [default: next to the checkpoint, `<checkpoint>.xvar.json`].
     #[arg(long)]

@@ -24,10 +24,10 @@ pub struct MakeArgs {
     /// Built-in set: two-modes, ring8, gmm64, shapes16, shapes32.
     pub name: String,
     /// Number of rows (samples) to draw.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub n: usize,
     /// Seed of the draw (the same seed gives the same set).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = super::count::<u64>)]
     pub seed: u64,
     /// Output HDF5 file: `/data`, plus `/mixture` (exact parameters) for mixture sets.
     #[arg(long)]
@@ -72,7 +72,7 @@ pub struct InspectArgs {
     #[arg(long)]
     pub grid: Option<PathBuf>,
     /// Number of images in the grid.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub grid_n: usize,
     #[command(flatten)]
     pub force: super::Force,

@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long)]
     pub objective: Option<String>,
     /// Student sampling steps S (the objective's `student_steps`) [default: 8].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub student_steps: Option<usize>,
     /// Training data (HDF5 `/data`) [default: the teacher's].
     #[arg(long)]

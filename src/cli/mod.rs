@@ -7,6 +7,7 @@ pub mod bench;
 mod calibrate;
 mod completions;
 mod data;
+mod defaults;
 pub mod distill;
 mod eval;
 mod list;
@@ -41,6 +42,12 @@ pub enum Command {
     /// List registered plugins with a description and their config fields.
     List(list::Args),
     /// Draw samples with any schedule, integrator and denoiser.
+    #[command(
+        after_help = "Every setting, flags or not (optimiser, checkpoints, schedule, plugin \
+                            fields): `fewstep config sample` prints them with their defaults; \
+                            docs/config-reference.md describes each; `--config FILE.toml` sets \
+                            them."
+    )]
     Sample(sample::Args),
     /// Rerun the paper's comparisons (tables, CSV, plots).
     Reproduce(reproduce::Args),
@@ -61,13 +68,28 @@ pub enum Command {
     /// Score samples against a reference set: FD, sliced W2, and for mixtures NLL and mode KL.
     Eval(eval::Args),
     /// Train a network denoiser (diffusion teacher or distilled student) with checkpoints.
+    #[command(
+        after_help = "Every setting, flags or not (optimiser, checkpoints, schedule, plugin \
+                            fields): `fewstep config train` prints them with their defaults; \
+                            docs/config-reference.md describes each; `--config FILE.toml` sets \
+                            them."
+    )]
     Train(train::Args),
     /// Distil a few-step student from a teacher (multistep CD/CT, progressive distillation).
     ///
     /// E.g. `fewstep distill --teacher runs/teacher --objective multistep-cd --student-steps 8
     /// --out runs/cd8`; then `fewstep sample --checkpoint runs/cd8` samples it with DDIM on its
     /// 8-step grid (Algorithm 2). Defaults: configs/distill.toml.
+    #[command(
+        after_help = "Every setting, flags or not (optimiser, checkpoints, schedule, plugin \
+                            fields): `fewstep config distill` prints them with their defaults; \
+                            docs/config-reference.md describes each; `--config FILE.toml` sets \
+                            them."
+    )]
     Distill(distill::Args),
+    /// Print a command's resolved default config (train, distill or sample): every key and plugin
+    /// field with its default, a start for a `--config` file.
+    Config(defaults::Args),
     /// Measure a trained network's aDDIM variance table x_var(t) on data (for `variance = "table"`).
     Calibrate(calibrate::Args),
     /// Throughput measurements: `fewstep bench train --model mlp --dim 64 --batch 4096`.
@@ -84,7 +106,24 @@ pub struct Force {
     pub force: bool,
 }
 
-/// Parses arguments, runs the command, prints errors with their causes.
+/// clap's parser for a count or seed flag. Negative numbers reach it (`allow_negative_numbers`)
+/// so that `--steps -4` gets a range error instead of clap's "unexpected argument", and a number
+/// too large for a config's TOML integer (i64) is refused here rather than wrapping to a negative.
+pub(crate) fn count<T: TryFrom<i64>>(s: &str) -> Result<T, String> {
+    let n: i128 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a whole number >= 0, got {s:?}"))?;
+    if n < 0 {
+        return Err(format!("expected a whole number >= 0, got {n}"));
+    }
+    i64::try_from(n)
+        .ok()
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| format!("{n} is too large (at most {})", i64::MAX))
+}
+
+/// Parses arguments, runs the command, prints an error with its causes on one line.
 pub fn main() -> ExitCode {
     default_sigpipe();
     keep_freed_memory();
@@ -120,6 +159,7 @@ pub fn main() -> ExitCode {
         Command::Distill(a) => distill::run(a),
         Command::Bench(c) => bench::run(c),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Config(a) => defaults::run(a),
     };
     let world = crate::dist::world();
     match result {
@@ -129,10 +169,8 @@ pub fn main() -> ExitCode {
                 1 => String::new(),
                 n => format!(" (rank {} of {n})", world.rank()),
             };
-            eprintln!("error{who}: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            // One line, outermost context first: `cannot read config c.toml: No such file ...`.
+            eprintln!("error{who}: {e:#}");
             if world.size() > 1 {
                 // The other ranks may be waiting in a collective for this one: end the job.
                 world.abort(1);

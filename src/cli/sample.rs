@@ -24,16 +24,16 @@ pub struct Args {
     #[arg(long)]
     pub integrator: Option<String>,
     /// Sampling steps on the uniform grid t_i = i/steps [default: 8, or a student checkpoint's S].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub steps: Option<usize>,
     /// Number of samples [default: 20000].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub n: Option<usize>,
     /// Seed of the initial noise z_1 (and of stochastic samplers) [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<u64>)]
     pub seed: Option<u64>,
     /// Rows sampled at once (memory bound) [default: 4096].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub batch: Option<usize>,
     /// Take z_1 from this file's `/data` instead of the seed (compare samplers on equal noise).
     #[arg(long)]

@@ -26,13 +26,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Total optimisation steps [default: 6000 for train, 2000 for distill].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<u64>)]
     pub steps: Option<u64>,
     /// Batch size [default: 512].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub batch: Option<usize>,
     /// Seed of the weights, batch order, times and noise [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::count::<u64>)]
     pub seed: Option<u64>,
     /// TOML config with the same fields as the built-in defaults; flags override it.
     #[arg(long)]

@@ -3,13 +3,18 @@
 
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::path::Path;
 use toml::{Table, Value};
+
+pub mod de;
 
 /// A config being assembled: the file's table with overrides applied.
 #[derive(Clone, Debug, Default)]
 pub struct ConfigBuilder {
     table: Table,
+    /// The config file each top-level key last came from, to name it in errors.
+    origin: BTreeMap<String, String>,
 }
 
 impl ConfigBuilder {
@@ -17,6 +22,7 @@ impl ConfigBuilder {
     pub fn from_defaults(defaults: &str) -> Result<Self> {
         Ok(ConfigBuilder {
             table: parse(defaults, "built-in defaults")?,
+            origin: BTreeMap::new(),
         })
     }
 
@@ -27,6 +33,7 @@ impl ConfigBuilder {
                 .with_context(|| format!("cannot read config {}", path.display()))?;
             let file = parse(&text, &path.display().to_string())?;
             for (k, v) in file {
+                self.origin.insert(k.clone(), path.display().to_string());
                 self.table.insert(k, v);
             }
         }
@@ -36,6 +43,7 @@ impl ConfigBuilder {
     /// Sets a plain key when the flag was given.
     pub fn set<V: Into<Value>>(mut self, key: &str, value: Option<V>) -> Self {
         if let Some(v) = value {
+            self.origin.remove(key);
             self.table.insert(key.to_string(), v.into());
         }
         self
@@ -52,6 +60,7 @@ impl ConfigBuilder {
                 .and_then(Value::as_str)
                 == Some(name);
             if !same {
+                self.origin.remove(key);
                 let mut t = Table::new();
                 t.insert("name".into(), Value::String(name.into()));
                 self.table.insert(key.to_string(), Value::Table(t));
@@ -76,10 +85,16 @@ impl ConfigBuilder {
         &self.table
     }
 
-    /// Deserialises into the typed config; errors name the offending key and the valid choices.
+    /// Deserialises into the typed config. An error is one line: the config file the key came
+    /// from (if it came from one), the key's path and what is wrong with it, with the valid
+    /// choices, e.g. `run.toml: integrator.variance: unknown variant "x"; valid: analytic, ...`.
     pub fn build<T: DeserializeOwned>(&self) -> Result<T> {
-        T::deserialize(Value::Table(self.table.clone()))
-            .map_err(|e| anyhow::anyhow!("invalid config: {e}"))
+        de::from_value(Value::Table(self.table.clone())).map_err(|e| {
+            match e.top_key().and_then(|k| self.origin.get(k)) {
+                Some(file) => anyhow::anyhow!("{file}: {}", e.render()),
+                None => anyhow::anyhow!("{}", e.render()),
+            }
+        })
     }
 }
 
@@ -119,14 +134,24 @@ impl Overrides {
 }
 
 fn parse(text: &str, origin: &str) -> Result<Table> {
-    text.parse::<Table>()
-        .map_err(|e| anyhow::anyhow!("malformed TOML in {origin}: {e}"))
+    text.parse::<Table>().map_err(|e| {
+        let at = e.span().map_or(String::new(), |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(", line {line}, column {column}")
+        });
+        anyhow::anyhow!(
+            "malformed TOML in {origin}{at}: {}",
+            de::readable(e.message())
+        )
+    })
 }
 
 /// Deserialises one plugin table (e.g. `name = "addim"` / `eta = 0.75`) from TOML text.
 pub fn plugin_from_toml<T: DeserializeOwned>(text: &str) -> Result<T> {
     let v: Value = Value::Table(parse(text, "plugin table")?);
-    T::deserialize(v).map_err(|e| anyhow::anyhow!("{e}"))
+    de::from_value(v).map_err(|e| anyhow::anyhow!("{}", e.render()))
 }
 
 /// A copy of a plugin (plugins are not `Clone` behind `dyn`): a round trip through TOML.

@@ -146,12 +146,13 @@ fn distill_errors_name_the_problem() {
 fn the_exact_mixture_denoiser_teaches_a_student() {
     let dir = tempfile::tempdir().unwrap();
     let (data, teacher) = teacher(dir.path());
+    // The student is the teacher's network: an mlp of `fewstep train`'s default width, 512.
     let cfg = dir.path().join("gmm-teacher.toml");
     std::fs::write(
         &cfg,
         format!(
             "init = \"{}\"\ndata = \"{}\"\nsteps = 10\nbatch = 64\n\
-             [teacher_denoiser]\nname = \"gmm\"\n[denoiser]\nname = \"mlp\"\n\
+             [teacher_denoiser]\nname = \"gmm\"\n[denoiser]\nname = \"mlp\"\nwidth = 512\n\
              [objective]\nname = \"multistep-cd\"\nstudent_steps = 4\n",
             p(&teacher),
             p(&data)

@@ -8,7 +8,9 @@ use fewstep::schedule::Schedule;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// EDM's rho-spaced noise levels between sigma_min (t = 0) and sigma_max (t = 1).
+/// EDM's rho-spaced noise levels between sigma_min (t = 0) and sigma_max (t = 1). Its t = 0 is
+/// still noisy (sigma_min), so sampling ends with one more evaluation to sigma = 0, x = x_hat,
+/// as EDM and k-diffusion end (`sampling::to_clean`).
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Karras {

@@ -378,7 +378,7 @@ fn config_prints_resolved_defaults_that_read_back() {
     let train = String::from_utf8(fewstep(&["config", "train"]).stdout).unwrap();
     let t: toml::Table = train.parse().unwrap();
     assert_eq!(t["checkpoint_every"].as_integer(), Some(1000), "{train}");
-    assert_eq!(t["denoiser"]["width"].as_integer(), Some(256), "{train}");
+    assert_eq!(t["denoiser"]["width"].as_integer(), Some(512), "{train}");
     assert!(!t.contains_key("data"), "{train}");
     let distill = String::from_utf8(fewstep(&["config", "distill"]).stdout).unwrap();
     let d: toml::Table = distill.parse().unwrap();

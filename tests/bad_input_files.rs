@@ -248,7 +248,7 @@ fn cases(ckpt: &str) -> Vec<BadCase<'static>> {
             &[
                 "data", "import", "--from", "npy", "huge.npy", "--out", "x.h5",
             ],
-            &["huge.npy", "too large"],
+            &["huge.npy", "more bytes than fit"],
         ),
         // An existing target needs --force; a read-only one is never replaced.
         case(

@@ -631,21 +631,31 @@ fn a_run_killed_before_its_first_checkpoint_leaves_no_duplicate_steps() {
     child.wait().unwrap();
     assert!(checkpoint::list(&dir.join("run")).unwrap().is_empty());
     assert!(!logged_steps(&dir.join("run")).is_empty());
-    // The next run starts over: its log holds its own steps, each once.
-    run_in(
+    // The folder holds the dead run's files but no checkpoint: a new run there is refused
+    // without --force (nothing changes), and with it starts over: its log holds its own steps,
+    // each once.
+    let again = [
+        "train",
+        "--data",
+        "ring8.h5",
+        "--config",
+        "small.toml",
+        "--steps",
+        "20",
+        "--out",
+        "run",
+    ];
+    check_bad_case(
         dir,
-        &[
-            "train",
-            "--data",
-            "ring8.h5",
-            "--config",
-            "small.toml",
-            "--steps",
-            "20",
-            "--out",
-            "run",
-        ],
+        &BadCase {
+            what: "a new run in a killed run's folder without --force",
+            args: again.iter().map(|a| a.to_string()).collect(),
+            names: vec!["--force", "log.jsonl"],
+        },
     );
+    let mut forced = again.to_vec();
+    forced.push("--force");
+    run_in(dir, &forced);
     assert_eq!(logged_steps(&dir.join("run")), [5, 10, 15, 20]);
 }
 

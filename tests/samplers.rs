@@ -846,7 +846,7 @@ fn configs_refuse_bad_input_with_the_choices() {
         let names: Vec<&str> = fields.iter().map(|f| f.0.as_str()).collect();
         assert_eq!(names, ["eta", "table", "variance"], "{name}");
         assert!(fields[0].2.contains("0.75"), "{:?}", fields[0]);
-        assert_eq!(fields[2].1, "analytic|exact|table");
+        assert_eq!(fields[2].1, "analytic | exact | table");
     }
     // Built in code, the x_var config has the same defaults as `{ name = "addim" }`.
     let default: Box<dyn Integrator> = Box::new(fewstep::plugins::addim::Addim::default());

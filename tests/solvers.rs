@@ -454,7 +454,13 @@ fn settings_show_in_the_registry_and_bad_ones_are_refused() {
         assert_eq!(names, want, "{name}");
     }
     let list = ok(&["list", "integrator"]);
-    for name in ["dpm-solver++", "unipc", "euler-ancestral", "lms", "bh1|bh2"] {
+    for name in [
+        "dpm-solver++",
+        "unipc",
+        "euler-ancestral",
+        "lms",
+        "bh1 | bh2",
+    ] {
         assert!(list.contains(name), "`fewstep list` lacks {name}:\n{list}");
     }
     let err = |toml: &str| {

@@ -28,7 +28,7 @@ pub struct RunArgs {
     /// Total optimisation steps [default: 6000 for train, 2000 for distill].
     #[arg(long, allow_negative_numbers = true, value_parser = super::count::<u64>)]
     pub steps: Option<u64>,
-    /// Batch size [default: 512].
+    /// Batch size [default: 1024 for train, 512 for distill].
     #[arg(long, allow_negative_numbers = true, value_parser = super::count::<usize>)]
     pub batch: Option<usize>,
     /// Seed of the weights, batch order, times and noise [default: 0].

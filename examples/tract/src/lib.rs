@@ -137,6 +137,8 @@ impl Tract {
             index,
             start: index as u64 * self.iters_per_phase,
             student_steps: self.segments(index),
+            // The student carries its optimiser state into the next phase.
+            restart: false,
         }
     }
 

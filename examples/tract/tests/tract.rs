@@ -173,6 +173,7 @@ fn phases_shrink_from_the_teacher_steps_to_the_student_steps() {
         index,
         start,
         student_steps,
+        restart: false,
     };
     assert_eq!(paper.phase_at(0), phase(0, 0, 32));
     assert_eq!(paper.phase_at(99), phase(0, 0, 32));

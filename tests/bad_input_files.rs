@@ -8,24 +8,10 @@ mod common;
 use common::{check_bad_case, fewstep, ok, p, snapshot, BadCase};
 use std::path::{Path, PathBuf};
 
-/// An `.npy` file's bytes (format 1.0, little-endian float32 rows).
+/// An `.npy` file's bytes: little-endian float32 rows.
 fn npy_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}), }}",
-        dims.join(", ")
-    );
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    for v in values {
-        out.extend(v.to_le_bytes());
-    }
-    out
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    common::npy("<f4", shape, &data)
 }
 
 /// The fixtures every case runs beside: ring8.h5 and gmm64.h5 (small), a tiny trained run in

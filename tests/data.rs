@@ -1,5 +1,9 @@
 //! Datasets: the streaming loader, its validation, importers, shapes sets, inspect, h5py files.
 
+mod common;
+
+use common::npy;
+
 use fewstep::data::builtin::shapes;
 use fewstep::data::import::{import_arrays, import_png, Format, ImportOptions, Layout};
 use fewstep::data::inspect::{inspect, write_grid};
@@ -349,26 +353,6 @@ fn validation_errors_name_file_dataset_and_fix() {
         e.contains("4 rows") && e.contains("one integer label per row"),
         "{e}"
     );
-}
-
-/// An `.npy` file's bytes (format 1.0).
-fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend((header.len() as u16).to_le_bytes());
-    out.extend(header.as_bytes());
-    out.extend(data);
-    out
 }
 
 fn npz(path: &Path, members: &[(&str, Vec<u8>)]) {

@@ -612,6 +612,13 @@ fn inspect_reports_contents_and_draws_a_grid() {
     );
     let r = inspect(&path).unwrap();
     assert_eq!((r.nan, r.inf), (1, 2));
+    // Rows of 12 values: the NaN is in row 0, both Infs in row 4.
+    assert_eq!((r.bad_rows, r.first_bad_rows.clone()), (2, vec![0, 4]));
+    assert!(
+        r.to_string()
+            .contains("1 NaN, 2 Inf in 2 rows (0-based: 0, 4;"),
+        "{r}"
+    );
     assert_eq!((r.min, r.max), (-0.5, 0.5));
     assert_eq!(r.info.chunk, Some(vec![4, 3, 2, 2]));
     let l = r.labels.as_ref().unwrap();

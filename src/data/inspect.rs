@@ -22,6 +22,9 @@ pub struct Report {
     pub std: f64,
     pub nan: u64,
     pub inf: u64,
+    /// Rows holding a NaN or Inf: how many, and the first [`BAD_ROWS_SHOWN`] indices.
+    pub bad_rows: u64,
+    pub first_bad_rows: Vec<usize>,
     /// `/labels`: (number of distinct labels, smallest, largest, class names).
     pub labels: Option<LabelSummary>,
     /// `/mixture` components K and dimension D, when present.
@@ -38,6 +41,9 @@ pub struct LabelSummary {
     pub classes: Option<String>,
 }
 
+/// How many indices of rows with NaN/Inf a report lists.
+pub const BAD_ROWS_SHOWN: usize = 10;
+
 /// Scans the whole of `/data` block by block.
 pub fn inspect(path: &Path) -> Result<Report> {
     let rd = RowReader::new(source::open(path)?)?;
@@ -46,6 +52,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
     let n = info.rows();
     let block = (super::write::CHUNK_BYTES * 8 / info.row_bytes().max(1)).clamp(1, n.max(1));
     let mut st = Stats::default();
+    let (mut bad_rows, mut first_bad_rows) = (0u64, Vec::new());
     let mut bytes = Vec::new();
     for start in (0..n).step_by(block) {
         let end = (start + block).min(n);
@@ -60,14 +67,32 @@ pub fn inspect(path: &Path) -> Result<Report> {
                     st.add(x as f64, source::u8_to_f32(x as u8) as f64, c);
                 }
             }
-            Elem::F32 => bytes.chunks_exact(4).for_each(|b| {
-                let x = f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64;
-                st.add(x, x, 1)
-            }),
-            Elem::F64 => bytes.chunks_exact(8).for_each(|b| {
-                let x = f64::from_le_bytes(b.try_into().expect("8 bytes"));
-                st.add(x, x as f32 as f64, 1)
-            }),
+            Elem::F32 | Elem::F64 => {
+                let size = if info.elem == Elem::F32 { 4 } else { 8 };
+                for (r, row) in bytes.chunks_exact(rd.row_bytes()).enumerate() {
+                    let mut finite = true;
+                    for b in row.chunks_exact(size) {
+                        let (x, loaded) = match size {
+                            4 => {
+                                let x = f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64;
+                                (x, x)
+                            }
+                            _ => {
+                                let x = f64::from_le_bytes(b.try_into().expect("8 bytes"));
+                                (x, x as f32 as f64)
+                            }
+                        };
+                        finite &= x.is_finite();
+                        st.add(x, loaded, 1);
+                    }
+                    if !finite {
+                        bad_rows += 1;
+                        if first_bad_rows.len() < BAD_ROWS_SHOWN {
+                            first_bad_rows.push(start + r);
+                        }
+                    }
+                }
+            }
         }
     }
     let labels = source::read_labels(df)?
@@ -115,6 +140,8 @@ pub fn inspect(path: &Path) -> Result<Report> {
         std: st.std(),
         nan: st.nan,
         inf: st.inf,
+        bad_rows,
+        first_bad_rows,
         labels,
         mixture,
         attrs,
@@ -208,17 +235,22 @@ impl fmt::Display for Report {
         } else {
             writeln!(f, "values:      none finite")?;
         }
-        writeln!(
-            f,
-            "non-finite:  {} NaN, {} Inf{}",
-            self.nan,
-            self.inf,
-            if self.nan + self.inf > 0 {
-                " (the loader refuses batches holding them)"
+        write!(f, "non-finite:  {} NaN, {} Inf", self.nan, self.inf)?;
+        if self.bad_rows > 0 {
+            let rows: Vec<String> = self.first_bad_rows.iter().map(|r| r.to_string()).collect();
+            let more = if self.bad_rows > rows.len() as u64 {
+                ", ..."
             } else {
                 ""
-            }
-        )?;
+            };
+            write!(
+                f,
+                " in {} rows (0-based: {}{more}; the loader refuses batches holding them)",
+                self.bad_rows,
+                rows.join(", ")
+            )?;
+        }
+        writeln!(f)?;
         match &self.labels {
             Some(l) => writeln!(
                 f,

@@ -595,6 +595,28 @@ fn shapes_sets_are_seeded_and_labelled() {
 }
 
 #[test]
+fn inspect_reports_unusable_labels_instead_of_refusing_the_file() {
+    let _g = shared();
+    let dir = tmp();
+    let path = dir.path().join("float-labels.h5");
+    write_h5(&path, &[4, 2], &[0.5f32; 8], None, None);
+    let f = hdf5::File::open_rw(&path).unwrap();
+    f.new_dataset_builder()
+        .with_data(&[0.0f32, 1.0, 1.0, 2.0])
+        .create("labels")
+        .unwrap();
+    drop(f);
+    let r = inspect(&path).unwrap();
+    assert!(r.labels.is_none());
+    let text = r.to_string();
+    assert!(
+        text.contains("/labels:     unusable:") && text.contains("must be integers"),
+        "{text}"
+    );
+    assert_eq!((r.min, r.max), (0.5, 0.5));
+}
+
+#[test]
 fn inspect_reports_contents_and_draws_a_grid() {
     let _g = shared();
     let dir = tmp();

@@ -70,6 +70,39 @@ pub fn read_data(path: &Path) -> Result<DataArray> {
     Ok(DataArray { values, shape })
 }
 
+/// Refuses compression this build cannot decode, naming it, before a read fails inside HDF5
+/// (whose message is about a plugin folder): the built-in filters are deflate (gzip), shuffle,
+/// Fletcher-32, n-bit and scale-offset; plugins such as h5py's lzf, blosc, lz4, bitshuffle or
+/// zstd, and szip (not in this HDF5 build), are not.
+pub fn check_filters(path: &Path, data: &hdf5::Dataset) -> Result<()> {
+    use hdf5::filters::Filter;
+    for f in &data.filters() {
+        let name = match f {
+            Filter::Deflate(_)
+            | Filter::Shuffle
+            | Filter::Fletcher32
+            | Filter::NBit
+            | Filter::ScaleOffset(_) => continue,
+            Filter::SZip(..) => "szip".to_string(),
+            Filter::User(id, _) => match id {
+                32000 => "lzf (h5py's, filter 32000)".to_string(),
+                32001 => "blosc (filter 32001)".to_string(),
+                32004 => "lz4 (filter 32004)".to_string(),
+                32008 => "bitshuffle (filter 32008)".to_string(),
+                32015 => "zstd (filter 32015)".to_string(),
+                id => format!("HDF5 filter {id}"),
+            },
+        };
+        bail!(
+            "{}: `/data` is compressed with {name}, which fewstep's HDF5 cannot decode; \
+             supported: gzip (deflate), shuffle, fletcher32, n-bit, scale-offset. Rewrite it, \
+             e.g. with h5py `compression=\"gzip\"`, or save it as .npy for `fewstep data import`",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Opens `/data` of `path`, checking it is `[N, ...]` with at least 2 dimensions.
 pub fn open_data(path: &Path) -> Result<hdf5::Dataset> {
     let file = hdf5::File::open(path)
@@ -86,6 +119,7 @@ pub fn open_data(path: &Path) -> Result<hdf5::Dataset> {
         );
     }
     check_declared_size(&ds)?;
+    check_filters(path, &ds)?;
     Ok(ds)
 }
 

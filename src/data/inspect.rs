@@ -27,6 +27,8 @@ pub struct Report {
     pub first_bad_rows: Vec<usize>,
     /// `/labels`: (number of distinct labels, smallest, largest, class names).
     pub labels: Option<LabelSummary>,
+    /// Why `/labels` is unusable (wrong shape or dtype), reported instead of refusing the file.
+    pub labels_problem: Option<String>,
     /// `/mixture` components K and dimension D, when present.
     pub mixture: Option<(usize, usize)>,
     /// String attributes of `/data`.
@@ -95,7 +97,12 @@ pub fn inspect(path: &Path) -> Result<Report> {
             }
         }
     }
-    let labels = source::read_labels(df)?
+    // Unusable labels are reported, not fatal: inspect is where a user looks at a bad file.
+    let (labels, labels_problem) = match source::read_labels(df) {
+        Ok(l) => (l, None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    let labels = labels
         .map(|l| -> Result<LabelSummary> {
             let mut sorted = l.clone();
             sorted.sort_unstable();
@@ -143,6 +150,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
         bad_rows,
         first_bad_rows,
         labels,
+        labels_problem,
         mixture,
         attrs,
     })
@@ -263,7 +271,10 @@ impl fmt::Display for Report {
                     .map(|c| format!(" ({c})"))
                     .unwrap_or_default()
             )?,
-            None => writeln!(f, "/labels:     absent")?,
+            None => match &self.labels_problem {
+                Some(p) => writeln!(f, "/labels:     unusable: {p}")?,
+                None => writeln!(f, "/labels:     absent")?,
+            },
         }
         match self.mixture {
             Some((k, d)) => writeln!(f, "/mixture:    present, K = {k} components in D = {d}")?,

@@ -135,6 +135,7 @@ pub fn open_with(path: &Path, streaming: bool) -> Result<DataFile> {
         ),
     };
     let chunk = data.chunk();
+    super::h5::check_filters(path, &data)?;
     let filters = data.filters().iter().map(|f| format!("{f:?}")).collect();
     Ok(DataFile {
         file,
@@ -150,7 +151,11 @@ pub fn open_with(path: &Path, streaming: bool) -> Result<DataFile> {
 }
 
 fn elem_of(ds: &hdf5::Dataset) -> Result<Option<Elem>> {
-    Ok(match ds.dtype()?.to_descriptor()? {
+    // A type HDF5 has but the crate cannot describe (float16) is unsupported, not an error.
+    let Ok(descriptor) = ds.dtype()?.to_descriptor() else {
+        return Ok(None);
+    };
+    Ok(match descriptor {
         TypeDescriptor::Unsigned(IntSize::U1) => Some(Elem::U8),
         TypeDescriptor::Float(FloatSize::U4) => Some(Elem::F32),
         TypeDescriptor::Float(FloatSize::U8) => Some(Elem::F64),
@@ -165,7 +170,12 @@ pub fn dtype_name(ds: &hdf5::Dataset) -> String {
         Ok(TypeDescriptor::Unsigned(s)) => format!("uint{}", s as usize * 8),
         Ok(TypeDescriptor::Float(s)) => format!("float{}", s as usize * 8),
         Ok(other) => format!("{other}"),
-        Err(e) => format!("unknown ({e})"),
+        // float16 ("Invalid size of float datatype") and other types the crate cannot map.
+        Err(e) => match ds.dtype().map(|t| t.size()) {
+            Ok(n) if e.to_string().contains("float") => format!("float{}", n * 8),
+            Ok(n) => format!("a {n}-byte type ({e})"),
+            Err(_) => format!("unknown ({e})"),
+        },
     }
 }
 

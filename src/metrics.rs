@@ -51,22 +51,24 @@ pub fn evaluate(
 ) -> Result<Metrics> {
     check_pair(samples, reference)?;
     let ((fd, sw2), mix) = rayon::join(
-        || rayon::join(|| fd(samples, reference), || sw2(samples, reference)),
         || {
-            mixture.map(|m| {
-                let (mu, c) = gaussian_fit(samples);
-                Ok::<_, anyhow::Error>((
-                    nll(samples, m)?,
-                    mode_kl(samples, m)?,
-                    fd_exact(&mu, &c, m),
-                ))
-            })
+            rayon::join(
+                || fd_and_fit(samples, reference),
+                || sw2(samples, reference),
+            )
         },
+        || mixture.map(|m| Ok::<_, anyhow::Error>((nll(samples, m)?, mode_kl(samples, m)?))),
     );
+    let (fd, fit) = fd?;
     let mix = mix.transpose()?;
+    // The samples' fit that FD made (fitted here only where FD took its low-rank form).
+    let fd_exact = mixture.map(|m| {
+        let (mu, c) = fit.unwrap_or_else(|| gaussian_fit(samples));
+        fd_exact(&mu, &c, m)
+    });
     Ok(Metrics {
-        fd: fd?,
-        fd_exact: mix.map(|m| m.2),
+        fd,
+        fd_exact,
         sw2: sw2?,
         nll: mix.map(|m| m.0),
         mode_kl: mix.map(|m| m.1),
@@ -102,6 +104,15 @@ pub fn fd_exact(mu: &[f64], c: &DMatrix<f64>, m: &Mixture) -> f64 {
 /// Fréchet distance between Gaussian fits (mean, unbiased covariance) of two sets:
 /// `|mu1 - mu2|^2 + tr(C1 + C2 - 2 (C1^1/2 C2 C1^1/2)^1/2)`. Each set needs at least 2 rows.
 pub fn fd(a: &DataArray, b: &DataArray) -> Result<f64> {
+    Ok(fd_and_fit(a, b)?.0)
+}
+
+/// A Gaussian fit: mean and covariance.
+type GaussianFit = (Vec<f64>, DMatrix<f64>);
+
+/// [`fd`] and the Gaussian fit of `a` it made (`None` where it took the low-rank form, which
+/// fits no covariance).
+fn fd_and_fit(a: &DataArray, b: &DataArray) -> Result<(f64, Option<GaussianFit>)> {
     check_pair(a, b)?;
     if a.rows() < 2 || b.rows() < 2 {
         bail!(
@@ -111,10 +122,10 @@ pub fn fd(a: &DataArray, b: &DataArray) -> Result<f64> {
         );
     }
     if a.rows().max(b.rows()) < a.row_dim() {
-        return Ok(frechet_low_rank(a, b));
+        return Ok((frechet_low_rank(a, b), None));
     }
     let ((mu1, c1), (mu2, c2)) = rayon::join(|| gaussian_fit(a), || gaussian_fit(b));
-    Ok(frechet(&mu1, &c1, &mu2, &c2))
+    Ok((frechet(&mu1, &c1, &mu2, &c2), Some((mu1, c1))))
 }
 
 /// [`frechet`] of the Gaussian fits for sets with fewer rows than dimensions (e.g. 1000 images

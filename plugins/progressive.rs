@@ -42,8 +42,9 @@ pub struct Progressive {
     /// Teacher step of round one, whose teacher is the diffusion model (`addim` as in the paper).
     #[serde(default = "teacher_integrator")]
     pub teacher_integrator: Box<dyn Integrator>,
-    /// Teacher step of later rounds, whose teachers are students. `ddim` by default: aDDIM in
-    /// every round compounds its correction.
+    /// Teacher step of later rounds, whose teachers are students. `ddim` by default: aDDIM's
+    /// correction assumes a posterior-mean teacher, and on student teachers it swings the
+    /// samples' spread from round to round (tests/progressive_rounds.rs).
     #[serde(default = "later_integrator")]
     pub later_integrator: Box<dyn Integrator>,
     /// eta of the per-example x_var = eta ||x_teacher - x||^2 / d of each teacher step.

@@ -273,6 +273,43 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
 }
 
 #[test]
+fn reproduce_table2_compares_annealed_and_constant_teacher_steps() {
+    use fewstep::reproduce::TABLE2;
+    let dir = tempfile::tempdir().unwrap();
+    let quick = TABLE2.iter().find(|p| p.0 == "quick").unwrap().1;
+    let cfg = preset(dir.path(), "t2.toml", quick, |t| {
+        t.insert("datasets".into(), toml::Value::Array(vec!["ring8".into()]));
+        shrink(t, &[1]);
+    });
+    let out = dir.path().join("out");
+    let md = ok(&["reproduce", "table2", "--config", p(&cfg), "--out", p(&out)]);
+    assert!(
+        md.contains("| Student steps | 64 -> 1280 | 128 | 256 | 1024 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| 8 | 2.1 | 4.9 | 3.2 | 2.2 |"),
+        "the paper's rows: {md}"
+    );
+    assert!(out.join("table2.csv").exists() && out.join("table2-fd.png").exists());
+    // Each column's student ran with its own teacher steps: annealed, or one constant count.
+    let folders: Vec<String> = std::fs::read_dir(out.join("ring8"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for (label, start, end) in [("128", 128, 128), ("256", 256, 256), ("1024", 1024, 1024)] {
+        let run = out.join("ring8").join(format!("{label}-s1"));
+        let config: toml::Table = std::fs::read_to_string(run.join("config.toml"))
+            .unwrap_or_else(|e| panic!("{}: {e} (folders: {folders:?})", run.display()))
+            .parse()
+            .unwrap();
+        let objective = config["objective"].as_table().unwrap();
+        assert_eq!(objective["teacher_steps_start"].as_integer(), Some(start));
+        assert_eq!(objective["teacher_steps_end"].as_integer(), Some(end));
+    }
+}
+
+#[test]
 fn reproduce_with_seeds_reports_mean_and_spread() {
     use fewstep::reproduce::distill::mean_std;
     use fewstep::reproduce::TABLE4;

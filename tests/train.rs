@@ -507,6 +507,38 @@ fn init_copies_a_checkpoint_and_a_teacher_loads() {
 }
 
 #[test]
+fn restarting_rounds_run_their_own_learning_rate_schedule() {
+    let r = ring8_run();
+    let pd = |restart: bool| {
+        config(
+            &r.data,
+            &r.out,
+            &format!(
+                "steps = 10\nwarmup = 2\nlr = 1e-3\nlr_decay = \"cosine\"\nlr_final = 0.1\n\
+                 [objective]\nname = \"progressive\"\nstudent_steps = 2\nrounds = 2\n\
+                 iters_per_round = 4\nrestart_rounds = {restart}"
+            ),
+        )
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
+    // Round 0 is steps 0..4, round 1 (the last) 4..10: each warms up and decays to lr_final.
+    let restarting = pd(true);
+    let lr: Vec<f64> = (0..10).map(|s| restarting.lr_at(s)).collect();
+    for (first, last) in [(0, 3), (4, 9)] {
+        assert!(close(lr[first], 5e-4), "{lr:?}");
+        assert!(close(lr[first + 1], 1e-3), "{lr:?}");
+        assert!(close(lr[last], 1e-4), "{lr:?}");
+    }
+    // Rounds that carry on: one schedule over the run.
+    let carrying = pd(false);
+    let lr: Vec<f64> = (0..10).map(|s| carrying.lr_at(s)).collect();
+    assert!(
+        close(lr[9], 1e-4) && lr[4] > lr[5] && lr[3] > lr[4],
+        "{lr:?}"
+    );
+}
+
+#[test]
 fn later_rounds_are_taught_by_the_frozen_student_and_resume_exactly() {
     let r = ring8_run();
     let teacher = r.out.with_file_name("teacher");

@@ -1,6 +1,6 @@
 //! `fewstep reproduce WHAT --preset P --out DIR`.
 
-use crate::reproduce::{distill, figure1, samplers, FIGURE1, TABLE3, TABLE4};
+use crate::reproduce::{distill, figure1, samplers, FIGURE1, TABLE2, TABLE3, TABLE4};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -18,7 +18,7 @@ pub struct Args {
     /// Multiplies every run's training steps (and annealing / round lengths) by this factor.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
-    /// table3/table4: repeat the table with this many seeds (the preset's `seed`, `seed + 1`,
+    /// table2/table3/table4: repeat the table with this many seeds (the preset's `seed`, `seed + 1`,
     /// ...) and report mean +- standard deviation [default: the preset's `seeds`, 1].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub seeds: Option<u64>,
@@ -32,6 +32,8 @@ pub struct Args {
 pub enum What {
     /// Every integrator against steps, exact Gaussian-mixture denoiser (paper Figure 3 / A.4).
     Samplers,
+    /// Multistep CD with the teacher steps annealed 64 -> 1280 vs constant 128, 256, 1024.
+    Table2,
     /// PD vs multistep CT vs multistep CD at 1, 2, 4, 8 student steps, teacher baseline.
     Table3,
     /// Multistep CD with a DDIM vs an aDDIM teacher at 1, 2, 4, 8, 16 student steps.
@@ -48,20 +50,23 @@ pub fn run(a: Args) -> Result<()> {
     let (md, files) = match a.what {
         What::Samplers => {
             if a.scale != 1.0 {
-                anyhow::bail!("--scale applies to table3, table4 and figure1, not samplers");
+                anyhow::bail!(
+                    "--scale applies to table2, table3, table4 and figure1, not samplers"
+                );
             }
             if a.seeds.is_some() {
-                anyhow::bail!("--seeds applies to table3 and table4, not samplers");
+                anyhow::bail!("--seeds applies to table2, table3 and table4, not samplers");
             }
             let c = samplers::load(&a.preset, cfg)?;
             let md = samplers::run(&c, &a.out)?;
             (
                 md,
-                "samplers.md, samplers.csv, samplers-fd.png, samplers-sw2.png",
+                "samplers.md, samplers.csv, samplers-fd.png, samplers-sw2.png".to_string(),
             )
         }
-        What::Table3 | What::Table4 => {
+        What::Table2 | What::Table3 | What::Table4 => {
             let (name, presets) = match a.what {
+                What::Table2 => ("table2", TABLE2),
                 What::Table3 => ("table3", TABLE3),
                 _ => ("table4", TABLE4),
             };
@@ -70,19 +75,18 @@ pub fn run(a: Args) -> Result<()> {
                 c.seeds = k as usize;
             }
             let md = distill::run(name, &c, &a.out)?;
-            let files = match a.what {
-                What::Table3 => "table3.md, table3.csv, table3-fd.png",
-                _ => "table4.md, table4.csv, table4-fd.png",
-            };
-            (md, files)
+            (md, format!("{name}.md, {name}.csv, {name}-fd.png"))
         }
         What::Figure1 => {
             if a.seeds.is_some() {
-                anyhow::bail!("--seeds applies to table3 and table4, not figure1");
+                anyhow::bail!("--seeds applies to table2, table3 and table4, not figure1");
             }
             let c = figure1::load(FIGURE1, &a.preset, cfg, a.scale)?;
             let md = figure1::run(&c, &a.out)?;
-            (md, "figure1.png, figure1.md, figure1.csv, figure1-fd.png")
+            (
+                md,
+                "figure1.png, figure1.md, figure1.csv, figure1-fd.png".to_string(),
+            )
         }
     };
     println!("{md}");

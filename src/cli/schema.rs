@@ -48,6 +48,10 @@ pub fn config_kinds() -> Vec<ConfigKind> {
         ),
         // A --config file is layered on the chosen preset: the defaults shown are the quick one's.
         ConfigKind::of::<TableConfig>(
+            "reproduce-table2.schema.json",
+            defaults!("reproduce/table2-quick.toml"),
+        ),
+        ConfigKind::of::<TableConfig>(
             "reproduce-table3.schema.json",
             defaults!("reproduce/table3-quick.toml"),
         ),

@@ -11,6 +11,10 @@ use distill::Presets;
 use std::path::Path;
 
 /// Built-in presets per reproduction.
+pub const TABLE2: Presets = &[(
+    "quick",
+    include_str!("../../configs/reproduce/table2-quick.toml"),
+)];
 pub const TABLE3: Presets = &[
     (
         "quick",

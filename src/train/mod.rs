@@ -56,7 +56,8 @@ pub struct TrainConfig {
     /// Steps of the linear learning-rate warm-up.
     pub warmup: u64,
     /// After the warm-up: `constant`, or a `linear` or `cosine` decay to `lr_final` x `lr` at the
-    /// last step (planned over `steps`: extending a run re-plans the rest of it).
+    /// last step (planned over `steps`: extending a run re-plans the rest of it). Rounds that
+    /// restart (progressive distillation) warm up and decay over each round.
     #[serde(default)]
     pub lr_decay: lr::LrDecay,
     /// The learning rate at the last step as a fraction of `lr`, for a decay (0 to 1).
@@ -114,16 +115,38 @@ impl TrainConfig {
         self.objective.scale_iterations(factor);
     }
 
-    /// Learning rate of step `step` (0-based): linear warm-up, then `lr_decay`.
+    /// Learning rate of step `step` (0-based): linear warm-up, then `lr_decay`. A restarting
+    /// round (progressive distillation) is a fresh optimisation from its teacher, so the warm-up
+    /// and decay run over the round rather than the whole run: a run-long decay would leave the
+    /// last round, the one that makes the final student, a few percent of the rate.
     pub fn lr_at(&self, step: u64) -> f64 {
+        let (at, steps) = match self.objective.round(step) {
+            Some(r) if r.restart => (step - r.start, self.round_end(&r) - r.start),
+            _ => (step, self.steps),
+        };
         lr::lr_at(
             self.lr,
             self.warmup,
             self.lr_decay,
             self.lr_final,
-            step,
-            self.steps,
+            at,
+            steps,
         )
+    }
+
+    /// The first step after round `r`, or the run's end: rounds follow in order of index, so a
+    /// bisection finds the boundary in log(steps) lookups.
+    fn round_end(&self, r: &crate::objective::Round) -> u64 {
+        // round(lo) is r; hi is the run's end or a step of a later round.
+        let (mut lo, mut hi) = (r.start, self.steps.max(r.start + 1));
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match self.objective.round(mid) {
+                Some(m) if m.index == r.index => lo = mid,
+                _ => hi = mid,
+            }
+        }
+        hi
     }
 
     /// EMA decay after step `step`: short memory early, so the EMA tracks the first fast progress.

@@ -120,7 +120,7 @@ pub fn train_step_on(
         1.0
     };
     // Steps since the optimiser (re)started: a restarting round begins its own AdamW bias
-    // correction and EMA warm-up (the learning rate follows the whole run's schedule).
+    // correction and EMA warm-up (and its own learning-rate schedule, see `lr_at`).
     let since = match cfg.objective.round(step) {
         Some(r) if r.restart && r.index > 0 => step - r.start,
         _ => step,

@@ -370,7 +370,7 @@ fn csv_records(path: &Path) -> Vec<Vec<String>> {
 }
 
 #[test]
-fn reproduce_samplers_writes_csv_that_a_standard_reader_parses() {
+fn reproduce_samplers_writes_a_csv_a_standard_reader_parses_and_its_plots() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("samplers.toml");
     // A sampler's label lists its settings that differ from the defaults; this aDDIM's holds a
@@ -433,6 +433,23 @@ fn reproduce_samplers_writes_csv_that_a_standard_reader_parses() {
             "samplers.md"
         ]
     );
+    // Each plot decodes, one panel wide plus a legend of the short labels (the settings that
+    // tell the two aDDIMs apart) and the floor.
+    let legend: Vec<String> = [
+        "ddim",
+        "addim eta=0.75 analytic",
+        "addim eta=0.5 exact",
+        "floor",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (w, h) = fewstep::plot::legend_margin(&legend);
+    for name in ["samplers-fd.png", "samplers-sw2.png"] {
+        let png = image::open(out.join(name)).unwrap();
+        let size = (png.width(), png.height());
+        let panel = fewstep::plot::PANEL;
+        assert_eq!(size, (panel.0 + w, panel.1.max(h)), "{name}");
+    }
 }
 
 #[test]
@@ -496,4 +513,43 @@ fn reproduce_figure1_draws_trajectories() {
     let png = image::open(out.join("figure1.png")).unwrap();
     // Four panels: 1, 2, 4 steps and DDIM.
     assert_eq!(png.width(), 4 * 360);
+}
+
+#[test]
+fn plot_labels_of_samplers_are_short_and_tell_the_rows_apart() {
+    use fewstep::reproduce::samplers::{load, short_labels};
+    // The quick preset's real rows.
+    let cfg = load("quick", None).unwrap();
+    let short = short_labels(&cfg.integrators).unwrap();
+    assert_eq!(short.len(), cfg.integrators.len());
+    for (i, a) in short.iter().enumerate() {
+        assert!(a.chars().count() <= 24, "{a} is long");
+        assert!(!short[i + 1..].contains(a), "{a} twice in {short:?}");
+    }
+    assert!(
+        short.contains(&"dpm-solver++ order=3".to_string()),
+        "{short:?}"
+    );
+    assert!(short.contains(&"unipc bh1".to_string()), "{short:?}");
+    assert!(short.contains(&"ddim".to_string()), "{short:?}");
+
+    // Only the settings that differ between rows of one name, strings without their key;
+    // past 24 characters every value stands alone. A lone integrator is its name.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(
+        &path,
+        "[[integrators]]\nname = \"addim\"\n         [[integrators]]\nname = \"addim\"\neta = 0.5\nvariance = \"exact\"\n         [[integrators]]\nname = \"addim\"\neta = 0.123456789\n         [[integrators]]\nname = \"dpm-solver++\"\norder = 3\n",
+    )
+    .unwrap();
+    let cfg = load("quick", Some(&path)).unwrap();
+    assert_eq!(
+        short_labels(&cfg.integrators).unwrap(),
+        [
+            "addim eta=0.75 analytic",
+            "addim eta=0.5 exact",
+            "addim 0.123456789 analytic",
+            "dpm-solver++"
+        ]
+    );
 }

@@ -12,7 +12,7 @@ use crate::config::{clone_plugin, ConfigBuilder, Overrides};
 use crate::data::{read_data, DataArray};
 use crate::integrator::Integrator;
 use crate::metrics::Metrics;
-use crate::plot::{line_panels, Panel, Series};
+use crate::plot::{line_panels, Level, Panel, Series};
 use crate::report::{fmt3, markdown_table};
 use crate::run::evaluate::Reference;
 use crate::run::sample::{sample, SampleConfig};
@@ -660,13 +660,14 @@ fn csv_rows(cells: &[Cell]) -> Vec<CsvRow<'_>> {
         .collect()
 }
 
-/// Mean FD against student steps (over the seeds), one line per method, baselines as flat
-/// lines.
+/// Mean FD against student steps (over the seeds), one line per method; the baselines and
+/// the noise floor as dashed levels.
 fn plot(path: &Path, cfg: &TableConfig, cells: &[Cell]) -> Result<()> {
-    let (lo, hi) = (
-        *cfg.student_steps.iter().min().unwrap_or(&1) as f64,
-        *cfg.student_steps.iter().max().unwrap_or(&1) as f64,
-    );
+    line_panels(path, &fd_panels(cfg, cells)).map(drop)
+}
+
+/// One FD panel per dataset, its step axis ticked at the table's student steps.
+fn fd_panels(cfg: &TableConfig, cells: &[Cell]) -> Vec<Panel> {
     let mean_fd = |name: &str, method: &str, steps: usize| {
         let v: Vec<f64> = cells
             .iter()
@@ -675,11 +676,10 @@ fn plot(path: &Path, cfg: &TableConfig, cells: &[Cell]) -> Result<()> {
             .collect();
         (!v.is_empty()).then(|| mean_std(&v).0)
     };
-    let panels: Vec<Panel> = cfg
-        .datasets
+    cfg.datasets
         .iter()
         .map(|name| {
-            let mut series: Vec<Series> = cfg
+            let series = cfg
                 .methods
                 .iter()
                 .map(|m| Series {
@@ -702,30 +702,78 @@ fn plot(path: &Path, cfg: &TableConfig, cells: &[Cell]) -> Result<()> {
                     )
                 })
                 .chain([(EXACT, 0, EXACT.to_string())]);
-            for (method, steps, label) in fixed {
-                if let Some(fd) = mean_fd(name, method, steps) {
-                    series.push(Series {
-                        label,
-                        points: vec![(lo, fd), (hi, fd)],
-                    });
-                }
-            }
+            let levels = fixed
+                .filter_map(|(method, steps, label)| {
+                    mean_fd(name, method, steps).map(|y| Level { label, y })
+                })
+                .collect();
             Panel {
                 title: format!("FD on {name}"),
                 x_label: "student steps".into(),
                 y_label: "FD".into(),
                 series,
+                levels,
+                x_ticks: Some(cfg.student_steps.iter().map(|&s| s as f64).collect()),
                 log_x: true,
                 log_y: true,
             }
         })
-        .collect();
-    line_panels(path, &panels)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fd_plot_ticks_at_the_student_steps_with_baselines_as_levels() {
+        let cfg = load("table3", crate::reproduce::TABLE3, "quick", None, 1.0).unwrap();
+        let cell = |method: &str, steps: usize, fd: f64| Cell {
+            seed: cfg.seed,
+            dataset: cfg.datasets[0].clone(),
+            method: method.into(),
+            steps,
+            metrics: Metrics {
+                fd,
+                fd_exact: None,
+                sw2: fd,
+                nll: None,
+                mode_kl: None,
+            },
+            train_s: 0.0,
+        };
+        let mut cells = vec![cell(EXACT, 0, 0.001)];
+        cells.extend(cfg.baselines.iter().map(|b| cell(&b.label, b.steps, 0.01)));
+        for m in &cfg.methods {
+            cells.extend(
+                cfg.student_steps
+                    .iter()
+                    .map(|&s| cell(&m.label, s, 1.0 / s as f64)),
+            );
+        }
+        let panels = fd_panels(&cfg, &cells);
+        assert_eq!(panels.len(), cfg.datasets.len());
+        let p = &panels[0];
+        let steps: Vec<f64> = cfg.student_steps.iter().map(|&s| s as f64).collect();
+        assert_eq!(p.x_ticks.as_deref(), Some(&steps[..]));
+        assert!(p.log_x && p.log_y);
+        let lines: Vec<&str> = p.series.iter().map(|s| s.label.as_str()).collect();
+        let methods: Vec<&str> = cfg.methods.iter().map(|m| m.label.as_str()).collect();
+        assert_eq!(lines, methods);
+        for s in &p.series {
+            let xs: Vec<f64> = s.points.iter().map(|q| q.0).collect();
+            assert_eq!(xs, steps);
+        }
+        let levels: Vec<(&str, f64)> = p.levels.iter().map(|l| (l.label.as_str(), l.y)).collect();
+        let mut want: Vec<(String, f64)> = cfg
+            .baselines
+            .iter()
+            .map(|b| (format!("{} ({} steps)", b.label, b.steps), 0.01))
+            .collect();
+        want.push((EXACT.into(), 0.001));
+        let want: Vec<(&str, f64)> = want.iter().map(|(l, y)| (l.as_str(), *y)).collect();
+        assert_eq!(levels, want);
+    }
 
     #[test]
     fn a_best_is_named_only_when_the_gap_exceeds_the_spread() {

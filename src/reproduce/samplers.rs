@@ -10,7 +10,7 @@ use crate::data::DataArray;
 use crate::denoiser::{BuildCtx, DenoiserSpec};
 use crate::integrator::{Integrator, RowNoise};
 use crate::metrics::Metrics;
-use crate::plot::{line_panels, Panel, Series};
+use crate::plot::{line_panels, Level, Panel, Series};
 use crate::registry;
 use crate::report::{fmt3, markdown_table};
 use crate::run::evaluate::Reference;
@@ -159,7 +159,14 @@ pub fn run(cfg: &SamplersConfig, out: &Path) -> Result<String> {
     let md = report(cfg, &rows, &floors);
     write_text(out, "samplers.md", &md)?;
     write_csv(out, "samplers.csv", &csv_rows(&rows))?;
-    plot(out, cfg, &rows)?;
+    let full = integrators
+        .iter()
+        .map(|i| integrator_label(i.as_ref()))
+        .collect::<Result<Vec<_>>>()?;
+    let names: Vec<(String, String)> = full.into_iter().zip(short_labels(&integrators)?).collect();
+    for (metric, panels) in panels(cfg, &rows, &floors, &names) {
+        line_panels(&out.join(format!("samplers-{metric}.png")), &panels)?;
+    }
     Ok(md)
 }
 
@@ -244,6 +251,56 @@ fn integrator_label(i: &dyn Integrator) -> Result<String> {
     } else {
         format!("{name}({})", extra.join(","))
     })
+}
+
+/// The longest plot label [`short_labels`] aims for (legend width).
+const SHORT: usize = 24;
+
+/// Plot labels: each integrator's name plus only the settings that tell it apart from the
+/// others of that name (`dpm-solver++ order=3`, `unipc bh1`): a string value stands alone, a
+/// number or flag keeps its key; past [`SHORT`] characters every value stands alone (`addim
+/// 0.5 exact`). The tables and the CSV keep [`integrator_label`]'s full settings.
+pub fn short_labels(integrators: &[Box<dyn Integrator>]) -> Result<Vec<String>> {
+    let tables = integrators
+        .iter()
+        .map(|i| match toml::Value::try_from(i.as_ref())? {
+            toml::Value::Table(t) => Ok(t),
+            _ => bail!("integrator config is not a table"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let name = |i: usize| integrators[i].typetag_name();
+    Ok((0..integrators.len())
+        .map(|i| {
+            let same: Vec<usize> = (0..integrators.len())
+                .filter(|&j| name(j) == name(i))
+                .collect();
+            // Keys whose value is not the same in every integrator of this name.
+            let keys = same.iter().flat_map(|&j| tables[j].keys()).filter(|k| {
+                *k != "name" && same.iter().any(|&j| tables[j].get(*k) != tables[i].get(*k))
+            });
+            let mut keys: Vec<&String> = keys.collect();
+            keys.sort();
+            keys.dedup();
+            let parts = |with_keys: bool| -> String {
+                let mut s = name(i).to_string();
+                for k in &keys {
+                    s.push(' ');
+                    match tables[i].get(*k) {
+                        Some(toml::Value::String(v)) => s.push_str(v),
+                        Some(v) if with_keys => s.push_str(&format!("{k}={v}")),
+                        Some(v) => s.push_str(&v.to_string()),
+                        None => s.push_str(&format!("no {k}")),
+                    }
+                }
+                s
+            };
+            let long = parts(true);
+            match long.chars().count() > SHORT {
+                true => parts(false),
+                false => long,
+            }
+        })
+        .collect())
 }
 
 /// The reference set `out/data/NAME.h5` (made if missing), which must be a mixture.
@@ -366,37 +423,59 @@ fn csv_rows(rows: &[Row]) -> Vec<CsvRow<'_>> {
         .collect()
 }
 
-fn plot(out: &Path, cfg: &SamplersConfig, rows: &[Row]) -> Result<()> {
-    for (metric, pick) in [
+/// The FD and SW2 figures: one panel per dataset, a line per integrator (its short label,
+/// from `names`: full label -> short label) against the NFE it used, the axis ticked at the
+/// budgets, and the floor of fresh exact samples as a dashed level.
+fn panels(
+    cfg: &SamplersConfig,
+    rows: &[Row],
+    floors: &[(String, Metrics)],
+    names: &[(String, String)],
+) -> Vec<(&'static str, Vec<Panel>)> {
+    let short = |full: &str| {
+        names
+            .iter()
+            .find(|n| n.0 == full)
+            .map_or(full.to_string(), |n| n.1.clone())
+    };
+    [
         ("fd", (|m: &Metrics| m.fd) as fn(&Metrics) -> f64),
         ("sw2", |m: &Metrics| m.sw2),
-    ] {
-        let panels: Vec<Panel> = cfg
+    ]
+    .into_iter()
+    .map(|(metric, pick)| {
+        let panels = cfg
             .datasets
             .iter()
-            .map(|name| {
-                let labels = integrator_labels(rows, name);
-                Panel {
-                    title: format!("{} on {name}", metric.to_uppercase()),
-                    x_label: "NFE".into(),
-                    y_label: metric.to_uppercase(),
-                    log_x: true,
-                    log_y: true,
-                    series: labels
-                        .into_iter()
-                        .map(|l| Series {
-                            label: l.to_string(),
-                            points: rows
-                                .iter()
-                                .filter(|r| &r.dataset == name && r.integrator == l)
-                                .map(|r| (r.nfe as f64, pick(&r.metrics)))
-                                .collect(),
-                        })
-                        .collect(),
-                }
+            .map(|name| Panel {
+                title: format!("{} on {name}", metric.to_uppercase()),
+                x_label: "NFE".into(),
+                y_label: metric.to_uppercase(),
+                log_x: true,
+                log_y: true,
+                x_ticks: Some(cfg.nfe.iter().map(|&b| b as f64).collect()),
+                series: integrator_labels(rows, name)
+                    .into_iter()
+                    .map(|l| Series {
+                        label: short(l),
+                        points: rows
+                            .iter()
+                            .filter(|r| &r.dataset == name && r.integrator == l)
+                            .map(|r| (r.nfe as f64, pick(&r.metrics)))
+                            .collect(),
+                    })
+                    .collect(),
+                levels: floors
+                    .iter()
+                    .filter(|f| &f.0 == name)
+                    .map(|f| Level {
+                        label: "floor".into(),
+                        y: pick(&f.1),
+                    })
+                    .collect(),
             })
             .collect();
-        line_panels(&out.join(format!("samplers-{metric}.png")), &panels)?;
-    }
-    Ok(())
+        (metric, panels)
+    })
+    .collect()
 }

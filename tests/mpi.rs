@@ -457,3 +457,36 @@ fn sigterm_stops_both_ranks_after_one_step_and_resume_is_exact() {
     assert_eq!(o.status.code(), Some(143));
     check_stop(&one, &o, true);
 }
+
+#[test]
+fn bench_train_on_two_ranks_reports_the_all_reduce() {
+    if !can_run() {
+        return;
+    }
+    let args = [
+        "bench", "train", "--model", "mlp", "--dim", "2", "--batch", "64",
+    ];
+    let args = [&args[..], &["--steps", "4", "--warmup", "1"]].concat();
+    let out = run_ranks(&mut mpirun().unwrap(), 2, &args);
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(lines.len(), 1, "rank 0 alone reports: {out}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["ranks"], 2, "{v}");
+    let params = v["params"].as_u64().unwrap();
+    // The gradient, the loss and the two stop flags, as f32.
+    assert_eq!(v["allreduce_bytes"].as_u64(), Some(4 * (params + 3)), "{v}");
+    for key in ["comm_share", "allreduce_alone_s"] {
+        let per_rank = v[key].as_array().unwrap();
+        assert_eq!(per_rank.len(), 2, "{v}");
+        assert!(
+            per_rank
+                .iter()
+                .all(|s| (0.0..=1.0).contains(&s.as_f64().unwrap())),
+            "{v}"
+        );
+    }
+    assert!(
+        out.contains("one all-reduce right after a barrier"),
+        "{out}"
+    );
+}

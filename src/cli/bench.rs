@@ -237,12 +237,15 @@ fn train(a: TrainArgs) -> Result<()> {
         peak.map_or("unknown".into(), |k| format!("{k} kB"))
     );
     if r.ranks > 1 {
-        let shares: Vec<String> = r.comm_share.iter().map(|s| format!("{s:.3}")).collect();
+        let list = |v: &[f64], f: &dyn Fn(f64) -> String| {
+            v.iter().map(|&x| f(x)).collect::<Vec<_>>().join(", ")
+        };
         println!(
             "all-reduce: {} bytes per step; share of each rank's step time in it (waiting for \
-             the slowest rank included): {}",
+             the slowest rank included): {}; one all-reduce right after a barrier: {} ms",
             r.allreduce_bytes,
-            shares.join(", ")
+            list(&r.comm_share, &|s| format!("{s:.3}")),
+            list(&r.allreduce_alone_s, &|s| format!("{:.3}", s * 1e3)),
         );
     }
     // One JSON line for scripts (scripts/gpu-measure.sh collects lines starting with `{`).
@@ -259,6 +262,7 @@ fn train(a: TrainArgs) -> Result<()> {
             "threads": r.threads,
             "comm_share": r.comm_share,
             "allreduce_bytes": r.allreduce_bytes,
+            "allreduce_alone_s": r.allreduce_alone_s,
             "peak_rss_kb": peak,
             "device": if cfg!(feature = "cuda") { "cuda" } else { "cpu" },
         })

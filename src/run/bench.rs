@@ -29,6 +29,9 @@ pub struct TrainRate {
     pub comm_share: Vec<f64>,
     /// Bytes each rank sends into the all-reduce per step (0 for a single process).
     pub allreduce_bytes: usize,
+    /// Each rank's median time of one all-reduce of that buffer started right after a barrier
+    /// (so with little waiting for other ranks in it), in seconds; empty for a single process.
+    pub allreduce_alone_s: Vec<f64>,
 }
 
 /// Steps per second of `cfg`'s network and objective on one random batch of rows of
@@ -62,8 +65,10 @@ pub fn train_rate(
         (comm, bytes) = (comm + stats.comm, stats.comm_bytes);
     }
     let wall = t0.elapsed().as_secs_f64();
+    let alone = allreduce_alone(world, bytes / 4, ALONE_REPEATS);
     let comm_share = world.gather_f64_to_root(&[comm.as_secs_f64() / wall]);
-    let Some(comm_share) = comm_share else {
+    let alone = world.gather_f64_to_root(&[alone]);
+    let (Some(comm_share), Some(alone)) = (comm_share, alone) else {
         return Ok(None);
     };
     Ok(Some(TrainRate {
@@ -74,7 +79,31 @@ pub fn train_rate(
         threads: rayon::current_num_threads(),
         comm_share: if world.size() > 1 { comm_share } else { vec![] },
         allreduce_bytes: bytes,
+        allreduce_alone_s: if world.size() > 1 { alone } else { vec![] },
     }))
+}
+
+/// All-reduces timed by [`allreduce_alone`].
+const ALONE_REPEATS: usize = 21;
+
+/// The median time of `repeats` all-reduces of `len` floats, each right after a barrier: the
+/// cost of the communication itself, where a training step's all-reduce also holds the wait
+/// for the slowest rank.
+fn allreduce_alone(world: &dyn Collective, len: usize, repeats: usize) -> f64 {
+    if world.size() == 1 {
+        return 0.0;
+    }
+    let mut buf = vec![0f32; len];
+    let mut times: Vec<f64> = (0..repeats)
+        .map(|_| {
+            world.barrier();
+            let t0 = Instant::now();
+            world.all_reduce_sum(&mut buf);
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[repeats / 2]
 }
 
 /// What [`sample_rate`] measured.

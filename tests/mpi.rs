@@ -43,9 +43,13 @@ fn run_ranks(mpirun: &mut Command, n: usize, args: &[&str]) -> String {
     text
 }
 
-/// Whether a 2-rank job can run here; says why not when it cannot.
-fn can_run() -> bool {
-    mpirun().map_err(|why| eprintln!("skipped: {why}")).is_ok()
+/// Whether a 2-rank job can run here (says why not when it cannot): then a guard that keeps the
+/// other tests' MPI jobs waiting while it lives. Jobs of 2 ranks one at a time: on 2 cores,
+/// several at once made single steps take seconds.
+fn can_run() -> Option<std::sync::MutexGuard<'static, ()>> {
+    static JOBS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    mpirun().map_err(|why| eprintln!("skipped: {why}")).ok()?;
+    Some(JOBS.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Every part of a run's latest checkpoint (weights, EMA, AdamW moments) as one flat vector per
@@ -79,9 +83,9 @@ fn max_rel_diff(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f64 {
 
 #[test]
 fn two_ranks_train_the_single_process_weights_and_resume_exactly() {
-    if !can_run() {
+    let Some(_one_job_at_a_time) = can_run() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("ring8.h5");
     ok(&["data", "make", "ring8", "--n", "4000", "--out", p(&data)]);
@@ -152,9 +156,9 @@ fn two_ranks_train_the_single_process_weights_and_resume_exactly() {
 
 #[test]
 fn two_ranks_distil_what_one_process_distils() {
-    if !can_run() {
+    let Some(_one_job_at_a_time) = can_run() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("ring8.h5");
     ok(&["data", "make", "ring8", "--n", "4000", "--out", p(&data)]);
@@ -206,9 +210,9 @@ fn two_ranks_distil_what_one_process_distils() {
 
 #[test]
 fn two_ranks_sample_the_single_process_samples_into_one_file() {
-    if !can_run() {
+    let Some(_one_job_at_a_time) = can_run() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("ring8.h5");
     ok(&["data", "make", "ring8", "--n", "2000", "--out", p(&data)]);
@@ -268,9 +272,9 @@ fn metrics(out: &str) -> Vec<(String, f64)> {
 
 #[test]
 fn two_ranks_train_sample_and_eval_as_the_readme_does() {
-    if !can_run() {
+    let Some(_one_job_at_a_time) = can_run() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("ring8.h5");
     ok(&["data", "make", "ring8", "--n", "4000", "--out", p(&data)]);
@@ -321,10 +325,11 @@ fn logged_steps(run: &Path) -> Vec<u64> {
         .collect()
 }
 
-/// `mpirun -np 2 fewstep train` of a long run into `out`, with its output piped.
-fn spawn_ranks(args: &[String]) -> std::process::Child {
+/// `mpirun -np 2 fewstep args` with `env` added to mpirun's environment, output piped.
+fn spawn_ranks(args: &[String], env: &[(&str, &str)]) -> std::process::Child {
     mpirun()
         .unwrap()
+        .envs(env.iter().copied())
         .args(["-np", "2", env!("CARGO_BIN_EXE_fewstep")])
         .args(args)
         .stdout(std::process::Stdio::piped())
@@ -393,10 +398,10 @@ fn check_stop(run: &Path, o: &std::process::Output, reported: bool) -> u64 {
 }
 
 #[test]
-fn sigterm_stops_both_ranks_after_one_step_and_resume_is_exact() {
-    if !can_run() {
+fn sigterm_to_one_rank_or_to_mpirun_stops_both_after_one_step_and_resume_is_exact() {
+    let Some(_one_job_at_a_time) = can_run() else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("ring8.h5");
     ok(&["data", "make", "ring8", "--n", "2000", "--out", p(&data)]);
@@ -415,16 +420,17 @@ fn sigterm_stops_both_ranks_after_one_step_and_resume_is_exact() {
         args
     };
 
-    // SIGTERM to mpirun: OpenMPI 4.1 waits odls_base_sigkill_timeout (1 s), sends SIGTERM to
-    // every rank, and SIGKILL after as long again: the ranks stop and checkpoint before that.
-    // mpirun may no longer forward the ranks' last words by then (seen here: 1 run in 4), so
-    // the run folder is what is checked.
+    // SIGTERM to rank 1 alone: rank 0 learns of it in the step's all-reduce, both stop after
+    // the same step and rank 0 writes the checkpoint; every rank exits with 143.
     let cut = dir.path().join("cut");
-    let child = spawn_ranks(&args(&cut, "1000000"));
+    let child = spawn_ranks(&args(&cut, "1000000"), &[]);
     wait_for_step(&cut, 15);
-    // SAFETY: sends a signal to our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let at = check_stop(&cut, &child.wait_with_output().unwrap(), false);
+    let rank1 = rank_pid(child.id(), 1);
+    // SAFETY: sends a signal to a process our child started.
+    assert_eq!(unsafe { libc::kill(rank1, libc::SIGTERM) }, 0);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143));
+    let at = check_stop(&cut, &o, true);
     assert!(at >= 15, "stopped at {at}");
 
     // Resumed on 2 ranks to `at + 12`, it is the 2-rank run that went there straight.
@@ -445,24 +451,26 @@ fn sigterm_stops_both_ranks_after_one_step_and_resume_is_exact() {
     assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
     assert_eq!(steps.last(), Some(&(at + 12)));
 
-    // SIGTERM to rank 1 alone: rank 0 learns of it in the step's all-reduce, both stop after
-    // the same step and rank 0 writes the checkpoint; every rank exits with 143.
-    let one = dir.path().join("one");
-    let child = spawn_ranks(&args(&one, "1000000"));
-    wait_for_step(&one, 15);
-    let rank1 = rank_pid(child.id(), 1);
-    // SAFETY: sends a signal to a process our child started.
-    assert_eq!(unsafe { libc::kill(rank1, libc::SIGTERM) }, 0);
-    let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(143));
-    check_stop(&one, &o, true);
+    // SIGTERM to mpirun: OpenMPI 4.1 waits odls_base_sigkill_timeout, sends SIGTERM to every
+    // rank, and SIGKILL after as long again; the ranks stop and checkpoint in between. 3 s
+    // instead of the default 1: a loaded test machine once took over a second for one step.
+    // mpirun may no longer forward the ranks' last words by then (seen here: 1 run in 4), so
+    // the run folder is what is checked.
+    let term = dir.path().join("term");
+    let timeout = [("OMPI_MCA_odls_base_sigkill_timeout", "3")];
+    let child = spawn_ranks(&args(&term, "1000000"), &timeout);
+    wait_for_step(&term, 15);
+    // SAFETY: sends a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let at = check_stop(&term, &child.wait_with_output().unwrap(), false);
+    assert!(at >= 15, "stopped at {at}");
 }
 
 #[test]
 fn bench_train_on_two_ranks_reports_the_all_reduce() {
-    if !can_run() {
+    let Some(_one_job_at_a_time) = can_run() else {
         return;
-    }
+    };
     let args = [
         "bench", "train", "--model", "mlp", "--dim", "2", "--batch", "64",
     ];
@@ -475,13 +483,14 @@ fn bench_train_on_two_ranks_reports_the_all_reduce() {
     let params = v["params"].as_u64().unwrap();
     // The gradient, the loss and the two stop flags, as f32.
     assert_eq!(v["allreduce_bytes"].as_u64(), Some(4 * (params + 3)), "{v}");
-    for key in ["comm_share", "allreduce_alone_s"] {
+    // Shares of the step time, and seconds.
+    for (key, max) in [("comm_share", 1.0), ("allreduce_alone_s", f64::INFINITY)] {
         let per_rank = v[key].as_array().unwrap();
         assert_eq!(per_rank.len(), 2, "{v}");
         assert!(
             per_rank
                 .iter()
-                .all(|s| (0.0..=1.0).contains(&s.as_f64().unwrap())),
+                .all(|s| (0.0..=max).contains(&s.as_f64().unwrap())),
             "{v}"
         );
     }

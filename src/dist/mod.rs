@@ -4,6 +4,8 @@
 //! Without the `mpi` feature, or outside an MPI launcher, [`world`] is [`Single`]: rank 0 of 1,
 //! every collective a no-op. With the feature, [`init`] (called once by the command line) joins
 //! the job that `mpirun`/`srun` started, and [`world`] is then its MPI world communicator.
+//! [`Threads`] stands in for such a job inside one process, so unit tests run sharded code at
+//! several ranks without a launcher.
 
 #[cfg(feature = "mpi")]
 mod mpi;

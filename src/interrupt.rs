@@ -55,11 +55,37 @@ impl Listening {
 
     /// The signal received since listening started, if any.
     pub fn requested(&self) -> Option<Signal> {
-        match REQUESTED.load(Ordering::SeqCst) {
-            0 => None,
-            sig => Some(Signal(sig)),
-        }
+        pending()
     }
+}
+
+/// The signal recorded since a loop started listening, if any: what [`Listening::requested`]
+/// says, for code inside the loop (a data-parallel step folds it into its all-reduce).
+pub fn pending() -> Option<Signal> {
+    match REQUESTED.load(Ordering::SeqCst) {
+        0 => None,
+        sig => Some(Signal(sig)),
+    }
+}
+
+/// The signals a loop stops for, first the one that wins when the processes of a job received
+/// different ones (SIGTERM: a scheduler ending the job).
+const STOP_SIGNALS: [i32; 2] = [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT];
+
+/// One flag per stopping signal, 1 where `signal` is it: summed over a job's processes (an
+/// all-reduce), [`agreed_stop`] turns the sums into one decision every process shares.
+pub fn stop_flags(signal: Option<Signal>) -> [f32; 2] {
+    STOP_SIGNALS.map(|s| f32::from(u8::from(signal == Some(Signal(s)))))
+}
+
+/// The stop that [`stop_flags`] summed over the processes ask for: the first stopping signal
+/// any of them received, or none.
+pub fn agreed_stop(sums: [f32; 2]) -> Option<Signal> {
+    STOP_SIGNALS
+        .iter()
+        .zip(sums)
+        .find(|(_, n)| *n > 0.0)
+        .map(|(&s, _)| Signal(s))
 }
 
 impl Drop for Listening {
@@ -110,4 +136,25 @@ pub fn exit_code(e: &anyhow::Error) -> Option<u8> {
     e.chain()
         .find_map(|c| c.downcast_ref::<Interrupted>())
         .map(|i| i.signal.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+
+    #[test]
+    fn processes_agree_on_one_stop() {
+        let sum = |a: Option<i32>, b: Option<i32>| {
+            let (x, y) = (stop_flags(a.map(Signal)), stop_flags(b.map(Signal)));
+            [x[0] + y[0], x[1] + y[1]]
+        };
+        assert_eq!(agreed_stop(sum(None, None)), None);
+        assert_eq!(agreed_stop(sum(None, Some(SIGINT))), Some(Signal(SIGINT)));
+        assert_eq!(agreed_stop(sum(Some(SIGTERM), None)), Some(Signal(SIGTERM)));
+        assert_eq!(
+            agreed_stop(sum(Some(SIGINT), Some(SIGTERM))),
+            Some(Signal(SIGTERM))
+        );
+    }
 }

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-pub use stream::{evaluate_stream, RowSource, SW_PASS_BYTES};
+pub use stream::{evaluate_sharded, evaluate_stream, RowSource, SW_PASS_BYTES};
 
 mod stream;
 
@@ -296,14 +296,16 @@ fn project(x: &DataArray, dirs: &DMatrix<f64>) -> Vec<Vec<f64>> {
     out
 }
 
+/// An integer that orders f64 values as [`f64::total_cmp`] does: every bit but the sign of a
+/// negative number flipped.
+fn order_key(x: f64) -> i64 {
+    let b = x.to_bits() as i64;
+    b ^ (((b >> 63) as u64) >> 1) as i64
+}
+
 /// Sorts floats through their IEEE total-order integer keys (faster than comparing floats).
 fn sort_f64(v: &mut [f64]) {
-    // The key flips every bit but the sign of a negative number, as f64::total_cmp does.
-    let key = |x: f64| {
-        let b = x.to_bits() as i64;
-        b ^ (((b >> 63) as u64) >> 1) as i64
-    };
-    let mut keys: Vec<i64> = v.iter().map(|x| key(*x)).collect();
+    let mut keys: Vec<i64> = v.iter().map(|x| order_key(*x)).collect();
     keys.sort_unstable();
     for (x, k) in v.iter_mut().zip(keys) {
         // The map is an involution (the sign bit is kept).

@@ -219,10 +219,16 @@ fn sample(a: SampleArgs) -> Result<()> {
 fn train(a: TrainArgs) -> Result<()> {
     let row_shape = a.net.row_shape()?;
     let cfg = a.net.config(a.batch)?;
-    let r = train_rate(&cfg, &row_shape, a.warmup, a.steps)?;
+    // Under mpirun each rank steps on its share of the batch; rank 0 reports.
+    let Some(r) = train_rate(crate::dist::world(), &cfg, &row_shape, a.warmup, a.steps)? else {
+        return Ok(());
+    };
     let rate = r.steps_per_s;
     let peak = peak_rss_kib();
-    eprintln!("{} on rows {row_shape:?}, batch {}", r.network, a.batch);
+    eprintln!(
+        "{} on rows {row_shape:?}, batch {}; {} process(es) x {} thread(s)",
+        r.network, a.batch, r.ranks, r.threads
+    );
     println!(
         "{:.2} steps/s ({:.1} ms/step, {:.0} samples/s); peak RSS {}",
         rate,
@@ -230,6 +236,18 @@ fn train(a: TrainArgs) -> Result<()> {
         rate * a.batch as f64,
         peak.map_or("unknown".into(), |k| format!("{k} kB"))
     );
+    if r.ranks > 1 {
+        let list = |v: &[f64], f: &dyn Fn(f64) -> String| {
+            v.iter().map(|&x| f(x)).collect::<Vec<_>>().join(", ")
+        };
+        println!(
+            "all-reduce: {} bytes per step; share of each rank's step time in it (waiting for \
+             the slowest rank included): {}; one all-reduce right after a barrier: {} ms",
+            r.allreduce_bytes,
+            list(&r.comm_share, &|s| format!("{s:.3}")),
+            list(&r.allreduce_alone_s, &|s| format!("{:.3}", s * 1e3)),
+        );
+    }
     // One JSON line for scripts (scripts/gpu-measure.sh collects lines starting with `{`).
     println!(
         "{}",
@@ -237,8 +255,14 @@ fn train(a: TrainArgs) -> Result<()> {
             "name": format!("fewstep-{}", a.net.model),
             "row_shape": row_shape,
             "batch": a.batch,
+            "params": r.params,
             "steps_per_s": rate,
             "ms_per_step": 1e3 / rate,
+            "ranks": r.ranks,
+            "threads": r.threads,
+            "comm_share": r.comm_share,
+            "allreduce_bytes": r.allreduce_bytes,
+            "allreduce_alone_s": r.allreduce_alone_s,
             "peak_rss_kb": peak,
             "device": if cfg!(feature = "cuda") { "cuda" } else { "cpu" },
         })

@@ -21,20 +21,20 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    // Not sharded: under mpirun rank 0 scores the file alone and the others end at once
-    // (the metrics stream the file in bounded memory; docs/distributed.md).
-    if !crate::dist::world().is_root() {
-        return Ok(());
-    }
+    // Under mpirun every rank scores its share of the rows; rank 0 prints the metrics.
+    let world = crate::dist::world();
     let samples = open_dataset(&a.samples, "samples")?;
     let reference = Reference::read(&a.reference)?;
-    let m = reference.score_file(&samples).with_context(|| {
+    let m = reference.score_file_on(world, &samples).with_context(|| {
         format!(
             "cannot compare {} with {}",
             a.samples.display(),
             a.reference.display()
         )
     })?;
+    let Some(m) = m else {
+        return Ok(());
+    };
     if a.json {
         println!("{}", serde_json::to_string(&m)?);
     } else {

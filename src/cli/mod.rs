@@ -164,22 +164,29 @@ pub fn main() -> ExitCode {
     let world = crate::dist::world();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let who = match world.size() {
-                1 => String::new(),
-                n => format!(" (rank {} of {n})", world.rank()),
-            };
-            // One line, outermost context first: `cannot read config c.toml: No such file ...`.
-            eprintln!("error{who}: {e:#}");
-            if world.size() > 1 {
-                // The other ranks may be waiting in a collective for this one: end the job.
-                world.abort(1);
+        Err(e) => match crate::interrupt::exit_code(&e) {
+            // Every rank stopped at the same step (the stop rode on the all-reduce) and rank 0
+            // wrote the checkpoint: all end with the signal's code, rank 0 alone says so.
+            Some(code) => {
+                if world.is_root() {
+                    eprintln!("error: {e:#}");
+                }
+                ExitCode::from(code)
             }
-            match crate::interrupt::exit_code(&e) {
-                Some(code) => ExitCode::from(code),
-                None => ExitCode::FAILURE,
+            None => {
+                let who = match world.size() {
+                    1 => String::new(),
+                    n => format!(" (rank {} of {n})", world.rank()),
+                };
+                // One line, outermost context first: `cannot read config c.toml: No such file`.
+                eprintln!("error{who}: {e:#}");
+                if world.size() > 1 {
+                    // The other ranks may be waiting in a collective for this one: end the job.
+                    world.abort(1);
+                }
+                ExitCode::FAILURE
             }
-        }
+        },
     }
 }
 

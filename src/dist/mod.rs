@@ -4,9 +4,14 @@
 //! Without the `mpi` feature, or outside an MPI launcher, [`world`] is [`Single`]: rank 0 of 1,
 //! every collective a no-op. With the feature, [`init`] (called once by the command line) joins
 //! the job that `mpirun`/`srun` started, and [`world`] is then its MPI world communicator.
+//! [`Threads`] stands in for such a job inside one process, so unit tests run sharded code at
+//! several ranks without a launcher.
 
 #[cfg(feature = "mpi")]
 mod mpi;
+mod threads;
+
+pub use threads::Threads;
 
 use anyhow::Result;
 use std::ops::Range;
@@ -25,6 +30,8 @@ pub trait Collective: Send + Sync {
     /// The concatenation of every rank's `part`, in rank order, at rank 0 (`None` elsewhere).
     /// Parts may differ in length.
     fn gather_to_root(&self, part: &[f32]) -> Option<Vec<f32>>;
+    /// [`Collective::gather_to_root`] of f64 values.
+    fn gather_f64_to_root(&self, part: &[f64]) -> Option<Vec<f64>>;
     /// The element-wise sum of every rank's `part` at rank 0 (`None` elsewhere), in f64.
     fn reduce_sum_to_root(&self, part: &[f64]) -> Option<Vec<f64>>;
     /// Waits until every rank has arrived.
@@ -51,6 +58,9 @@ impl Collective for Single {
     }
     fn all_reduce_sum(&self, _buf: &mut [f32]) {}
     fn gather_to_root(&self, part: &[f32]) -> Option<Vec<f32>> {
+        Some(part.to_vec())
+    }
+    fn gather_f64_to_root(&self, part: &[f64]) -> Option<Vec<f64>> {
         Some(part.to_vec())
     }
     fn reduce_sum_to_root(&self, part: &[f64]) -> Option<Vec<f64>> {

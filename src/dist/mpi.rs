@@ -59,6 +59,27 @@ impl Mpi {
     }
 }
 
+impl Mpi {
+    /// Every rank's `part` concatenated in rank order at rank 0 (`MPI_Gatherv`).
+    fn gather<T: Equivalence + Copy + Default>(&self, part: &[T]) -> Option<Vec<T>> {
+        let counts = self.counts(part.len());
+        self.with(|c| {
+            let p = c.process_at_rank(0);
+            if self.rank == 0 {
+                let displs = displacements(&counts);
+                let total = counts.iter().map(|&n| n as usize).sum();
+                let mut all = vec![T::default(); total];
+                let mut into = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
+                p.gather_varcount_into_root(part, &mut into);
+                Some(all)
+            } else {
+                p.gather_varcount_into(part);
+                None
+            }
+        })
+    }
+}
+
 fn displacements(counts: &[i32]) -> Vec<i32> {
     counts
         .iter()
@@ -85,21 +106,11 @@ impl Collective for Mpi {
     }
 
     fn gather_to_root(&self, part: &[f32]) -> Option<Vec<f32>> {
-        let counts = self.counts(part.len());
-        self.with(|c| {
-            let p = c.process_at_rank(0);
-            if self.rank == 0 {
-                let displs = displacements(&counts);
-                let total = counts.iter().map(|&n| n as usize).sum();
-                let mut all = vec![0.0f32; total];
-                let mut into = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
-                p.gather_varcount_into_root(part, &mut into);
-                Some(all)
-            } else {
-                p.gather_varcount_into(part);
-                None
-            }
-        })
+        self.gather(part)
+    }
+
+    fn gather_f64_to_root(&self, part: &[f64]) -> Option<Vec<f64>> {
+        self.gather(part)
     }
 
     fn reduce_sum_to_root(&self, part: &[f64]) -> Option<Vec<f64>> {

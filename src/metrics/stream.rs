@@ -13,10 +13,11 @@
 
 use super::{
     centered_cross, check_shapes, directions, frechet, frechet_low_rank, gaussian_fit,
-    kl_of_counts, log_norms, nearest_mode, project, row_nll, sort_f64, w2sq_sorted, Metrics, BLOCK,
-    SW_DIRECTIONS,
+    kl_of_counts, log_norms, nearest_mode, order_key, project, row_nll, sort_f64, w2sq_sorted,
+    Metrics, BLOCK, SW_DIRECTIONS,
 };
 use crate::data::{DataArray, DataFile, Mixture};
+use crate::dist::{self, Collective, Single};
 use anyhow::{bail, Result};
 use nalgebra::DMatrix;
 use rayon::prelude::*;
@@ -115,6 +116,26 @@ impl Moments {
     }
 }
 
+impl Moments {
+    /// `[n, mean, m2 (column-major)]`, for a gather.
+    fn to_flat(&self) -> Vec<f64> {
+        let mut v = Vec::with_capacity(1 + self.mean.len() + self.m2.len());
+        v.push(self.n as f64);
+        v.extend_from_slice(&self.mean);
+        v.extend_from_slice(self.m2.as_slice());
+        v
+    }
+
+    /// The inverse of [`Moments::to_flat`].
+    fn from_flat(v: &[f64], d: usize) -> Self {
+        Moments {
+            n: v[0] as usize,
+            mean: v[1..1 + d].to_vec(),
+            m2: DMatrix::from_column_slice(d, d, &v[1 + d..1 + d + d * d]),
+        }
+    }
+}
+
 /// What one block of at most [`BLOCK`] rows contributes to a pass.
 struct Part {
     /// Projections onto the pass's directions, `[rows, directions]`.
@@ -132,18 +153,61 @@ pub fn evaluate_stream(
     reference: &DataArray,
     mixture: Option<&Mixture>,
 ) -> Result<Metrics> {
-    evaluate_in_passes(samples, reference, mixture, READ_BYTES, SW_PASS_BYTES)
+    let m = evaluate_in_passes(
+        &Single,
+        samples,
+        reference,
+        mixture,
+        READ_BYTES,
+        SW_PASS_BYTES,
+    )?;
+    Ok(m.expect("a single process is its own root"))
 }
 
-/// [`evaluate_stream`] reading `read_bytes` of samples at a time and holding `pass_bytes` of
+/// [`evaluate_stream`] by the ranks of `world` (an `mpirun` job), each reading and scoring its
+/// share of the rows ([`dist::share`]); every rank must call it. Rank 0 gets the metrics (`None`
+/// elsewhere), equal to one process's up to the order of sums:
+///
+/// - FD: each rank's moments (count, mean, centred cross-products) are gathered at rank 0 and
+///   merged in rank order with the same pairwise update that merges blocks;
+/// - NLL and mode counts: per-rank sums (the counts exact), summed at rank 0;
+/// - SW2: each rank sorts its projections; rank 0 gathers the sorted runs and merges them into
+///   the sorted whole (the same values as one sort, so SW2 is the same bits).
+///
+/// Every rank reads the reference (SW2's and FD's reference side are computed at rank 0 only).
+pub fn evaluate_sharded(
+    world: &dyn Collective,
+    samples: &dyn RowSource,
+    reference: &DataArray,
+    mixture: Option<&Mixture>,
+) -> Result<Option<Metrics>> {
+    evaluate_in_passes(
+        world,
+        samples,
+        reference,
+        mixture,
+        READ_BYTES,
+        SW_PASS_BYTES,
+    )
+}
+
+/// What one rank found in its rows during the first pass.
+struct Stats {
+    moments: Moments,
+    nll_sum: f64,
+    counts: Vec<usize>,
+}
+
+/// [`evaluate_sharded`] reading `read_bytes` of samples at a time and holding `pass_bytes` of
 /// projections per SW2 pass.
 fn evaluate_in_passes(
+    world: &dyn Collective,
     samples: &dyn RowSource,
     reference: &DataArray,
     mixture: Option<&Mixture>,
     read_bytes: usize,
     pass_bytes: usize,
-) -> Result<Metrics> {
+) -> Result<Option<Metrics>> {
     let shape = samples.shape();
     check_shapes(&shape, &reference.shape)?;
     let (n, d) = (shape[0], reference.row_dim());
@@ -162,27 +226,37 @@ fn evaluate_in_passes(
             );
         }
     }
+    let (root, parallel) = (world.is_root(), world.size() > 1);
+    let mine = dist::share(n, world.rank(), world.size());
     let low_rank = n.max(reference.rows()) < d;
     let dirs = directions(d, SW_DIRECTIONS);
-    let (ref_fit, mut ref_proj) = rayon::join(
-        || (!low_rank).then(|| gaussian_fit(reference)),
-        || project(reference, &dirs),
-    );
+    // The reference side of FD and SW2 is needed where the metrics are assembled.
+    let (ref_fit, mut ref_proj) = match root {
+        true => rayon::join(
+            || (!low_rank).then(|| gaussian_fit(reference)),
+            || project(reference, &dirs),
+        ),
+        false => (None, vec![]),
+    };
     ref_proj.par_iter_mut().for_each(|p| sort_f64(p));
 
     let log_norm = mixture.map(log_norms);
-    let group = (pass_bytes / (8 * n)).clamp(1, SW_DIRECTIONS);
+    // Rank 0 of a parallel run holds the gathered runs and their merge: twice a pass.
+    let group = (pass_bytes / (8 * n * (1 + usize::from(parallel)))).clamp(1, SW_DIRECTIONS);
     let read_rows = (read_bytes / (4 * d)).max(1);
-    let mut moments = Moments::empty(d);
-    let (mut nll_sum, mut counts) = (0.0f64, vec![0usize; mixture.map_or(0, |m| m.components())]);
+    let mut stats = Stats {
+        moments: Moments::empty(d),
+        nll_sum: 0.0,
+        counts: vec![0usize; mixture.map_or(0, |m| m.components())],
+    };
     let mut w2 = Vec::with_capacity(SW_DIRECTIONS);
     for first in (0..SW_DIRECTIONS).step_by(group) {
         let cols = group.min(SW_DIRECTIONS - first);
         let g = dirs.columns(first, cols).into_owned();
-        let stats = first == 0;
-        let mut proj: Vec<Vec<f64>> = (0..cols).map(|_| Vec::with_capacity(n)).collect();
-        for start in (0..n).step_by(read_rows) {
-            let block = samples.read(start..(start + read_rows).min(n))?;
+        let first_pass = first == 0;
+        let mut proj: Vec<Vec<f64>> = (0..cols).map(|_| Vec::with_capacity(mine.len())).collect();
+        for start in mine.clone().step_by(read_rows) {
+            let block = samples.read(start..(start + read_rows).min(mine.end))?;
             let parts: Vec<Part> = block
                 .par_chunks(BLOCK * d)
                 .map(|rows| {
@@ -192,7 +266,7 @@ fn evaluate_in_passes(
                         rows.iter().map(|v| f64::from(*v)),
                     );
                     let (nll, nearest) = match (mixture, &log_norm) {
-                        (Some(m), Some(ln)) if stats => rows
+                        (Some(m), Some(ln)) if first_pass => rows
                             .chunks_exact(d)
                             .map(|x| (row_nll(x, m, ln), nearest_mode(x, m)))
                             .unzip(),
@@ -201,7 +275,7 @@ fn evaluate_in_passes(
                     Part {
                         // Column k holds the rows' projections onto direction first + k.
                         proj: y.transpose() * &g,
-                        moments: (stats && (!low_rank || mixture.is_some()))
+                        moments: (first_pass && (!low_rank || mixture.is_some()))
                             .then(|| Moments::of_rows(rows, d)),
                         nll,
                         nearest,
@@ -214,13 +288,19 @@ fn evaluate_in_passes(
                     o.extend_from_slice(col.as_slice());
                 }
                 if let Some(m) = part.moments {
-                    moments.merge(m);
+                    stats.moments.merge(m);
                 }
-                part.nll.iter().for_each(|v| nll_sum += v);
-                part.nearest.iter().for_each(|&k| counts[k] += 1);
+                part.nll.iter().for_each(|v| stats.nll_sum += v);
+                part.nearest.iter().for_each(|&k| stats.counts[k] += 1);
             }
         }
         proj.par_iter_mut().for_each(|p| sort_f64(p));
+        if parallel {
+            proj = match gather_sorted(world, n, &proj) {
+                Some(all) => all,
+                None => continue,
+            };
+        }
         let pass: Vec<f64> = proj
             .par_iter()
             .zip(&ref_proj[first..first + cols])
@@ -228,7 +308,18 @@ fn evaluate_in_passes(
             .collect();
         w2.extend(pass);
     }
+    if parallel {
+        match combine(world, d, stats) {
+            Some(all) => stats = all,
+            None => return Ok(None),
+        }
+    }
 
+    let Stats {
+        moments,
+        nll_sum,
+        counts,
+    } = stats;
     let fd = match ref_fit {
         Some((mu2, c2)) => frechet(&moments.mean, &moments.covariance(), &mu2, &c2),
         // Fewer rows than dimensions: the samples are smaller than a d x d covariance.
@@ -237,12 +328,74 @@ fn evaluate_in_passes(
             reference,
         ),
     };
-    Ok(Metrics {
+    Ok(Some(Metrics {
         fd,
         fd_exact: mixture.map(|m| super::fd_exact(&moments.mean, &moments.covariance(), m)),
         sw2: (w2.iter().sum::<f64>() / w2.len() as f64).sqrt(),
         nll: mixture.map(|_| nll_sum / n as f64),
         mode_kl: mixture.map(|m| kl_of_counts(&counts, m)),
+    }))
+}
+
+/// Every rank's sorted projections (one run per direction) gathered at rank 0 and merged into
+/// the sorted projections of all `n` rows (`None` elsewhere).
+fn gather_sorted(world: &dyn Collective, n: usize, proj: &[Vec<f64>]) -> Option<Vec<Vec<f64>>> {
+    let flat: Vec<f64> = proj.concat();
+    let all = world.gather_f64_to_root(&flat)?;
+    let cols = proj.len();
+    // Rank r sent its `cols` runs of share(n, r) rows each, one after the other.
+    let mut runs: Vec<Vec<&[f64]>> = vec![Vec::with_capacity(world.size()); cols];
+    let mut at = 0;
+    for r in 0..world.size() {
+        let len = dist::share(n, r, world.size()).len();
+        for col in runs.iter_mut() {
+            col.push(&all[at..at + len]);
+            at += len;
+        }
+    }
+    Some(runs.par_iter().map(|r| merge_sorted(r)).collect())
+}
+
+/// Sorted `runs` (in [`sort_f64`]'s total order) merged into one sorted vector.
+fn merge_sorted(runs: &[&[f64]]) -> Vec<f64> {
+    let key = order_key;
+    let mut merged: Vec<f64> = runs.first().map_or_else(Vec::new, |r| r.to_vec());
+    for run in &runs[1.min(runs.len())..] {
+        let mut out = Vec::with_capacity(merged.len() + run.len());
+        let (mut i, mut j) = (0, 0);
+        while i < merged.len() && j < run.len() {
+            if key(run[j]) < key(merged[i]) {
+                out.push(run[j]);
+                j += 1;
+            } else {
+                out.push(merged[i]);
+                i += 1;
+            }
+        }
+        out.extend_from_slice(&merged[i..]);
+        out.extend_from_slice(&run[j..]);
+        merged = out;
+    }
+    merged
+}
+
+/// Every rank's first-pass statistics combined at rank 0 (`None` elsewhere): moments merged in
+/// rank order, NLL sums and mode counts summed.
+fn combine(world: &dyn Collective, d: usize, stats: Stats) -> Option<Stats> {
+    let mut sums = vec![stats.nll_sum];
+    // Counts below 2^53 are exact in f64.
+    sums.extend(stats.counts.iter().map(|&c| c as f64));
+    let sums = world.reduce_sum_to_root(&sums);
+    let gathered = world.gather_f64_to_root(&stats.moments.to_flat());
+    let (sums, gathered) = (sums?, gathered?);
+    let mut moments = Moments::empty(d);
+    for part in gathered.chunks_exact(1 + d + d * d) {
+        moments.merge(Moments::from_flat(part, d));
+    }
+    Some(Stats {
+        moments,
+        nll_sum: sums[0],
+        counts: sums[1..].iter().map(|&c| c as usize).collect(),
     })
 }
 
@@ -287,7 +440,9 @@ mod tests {
         // All in one pass; then reads of 700 rows (parts of 512 and 188 rows) and SW2 in 26
         // passes of 10 directions.
         for (read, pass) in [(READ_BYTES, SW_PASS_BYTES), (700 * 12 * 4, 3000 * 8 * 10)] {
-            let got = evaluate_in_passes(&s, &r, Some(&mixture), read, pass).unwrap();
+            let got = evaluate_in_passes(&Single, &s, &r, Some(&mixture), read, pass)
+                .unwrap()
+                .unwrap();
             assert!(close(got.fd, want.fd), "{got:?} vs {want:?}");
             assert_eq!(
                 (got.sw2, got.nll, got.mode_kl),
@@ -301,6 +456,45 @@ mod tests {
             evaluate_stream(&s, &r, None).unwrap(),
         );
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn sharded_metrics_equal_one_process_at_any_rank_count() {
+        let mixture = Mixture::new(
+            vec![0.5, 0.3, 0.2],
+            (0..18).map(|i| (i % 4) as f64 - 1.5).collect(),
+            vec![1.0, 0.5, 2.0],
+            6,
+        )
+        .unwrap();
+        let (s, r) = (rows(2003, 6, 5), rows(800, 6, 6));
+        let want = evaluate(&s, &r, Some(&mixture)).unwrap();
+        // Uneven shares (2003 rows), reads of 300 rows, SW2 in passes of 16 or 8 directions.
+        for ranks in [1, 2, 3] {
+            let got = crate::dist::Threads::run(ranks, |w| {
+                evaluate_in_passes(w, &s, &r, Some(&mixture), 300 * 6 * 4, 2003 * 8 * 32).unwrap()
+            });
+            assert!(got[1..].iter().all(Option::is_none), "{ranks} ranks");
+            let got = got[0].unwrap();
+            let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+            assert!(rel(got.fd, want.fd) < 1e-9, "{got:?} vs {want:?}");
+            assert!(rel(got.fd_exact.unwrap(), want.fd_exact.unwrap()) < 1e-9);
+            assert!(rel(got.nll.unwrap(), want.nll.unwrap()) < 1e-12);
+            // Sorted runs merged: the same sorted projections; counts are exact.
+            assert_eq!((got.sw2, got.mode_kl), (want.sw2, want.mode_kl));
+        }
+    }
+
+    #[test]
+    fn merged_runs_are_sorted_in_total_order() {
+        let runs: [&[f64]; 3] = [&[-1.0, 0.0, 2.0], &[-0.0, 1.0], &[-3.0, 5.0]];
+        let merged = merge_sorted(&runs);
+        let mut want = runs.concat();
+        want.sort_by(f64::total_cmp);
+        assert_eq!(
+            merged.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -4,49 +4,106 @@
 
 use crate::data::{Loader, LoaderConfig};
 use crate::denoiser::NetCtx;
+use crate::dist::{self, Collective};
 use crate::integrator::{Integrator, RowNoise};
 use crate::sampling;
 use crate::schedule::uniform_grid;
 use crate::tensor::{normal, seeded_device};
-use crate::train::{train_step, TrainConfig};
+use crate::train::{train_step_on, TrainConfig};
 use anyhow::Result;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What [`train_rate`] measured.
 pub struct TrainRate {
     /// The network's description.
     pub network: String,
+    /// Its trainable parameters.
+    pub params: usize,
     pub steps_per_s: f64,
+    /// Processes (MPI ranks) and this process's compute threads.
+    pub ranks: usize,
+    pub threads: usize,
+    /// Each rank's share of its timed wall time spent in the gradient all-reduce (waiting for
+    /// the slowest rank included), in rank order; empty for a single process.
+    pub comm_share: Vec<f64>,
+    /// Bytes each rank sends into the all-reduce per step (0 for a single process).
+    pub allreduce_bytes: usize,
+    /// Each rank's median time of one all-reduce of that buffer started right after a barrier
+    /// (so with little waiting for other ranks in it), in seconds; empty for a single process.
+    pub allreduce_alone_s: Vec<f64>,
 }
 
 /// Steps per second of `cfg`'s network and objective on one random batch of rows of
-/// `row_shape` (no teacher), timed over `steps` steps after `warmup` untimed ones.
+/// `row_shape` (no teacher), timed over `steps` steps after `warmup` untimed ones. Under an
+/// MPI job (`world` of several ranks) each rank steps on its share of the batch, as `fewstep
+/// train` does, and rank 0 gets every rank's all-reduce time (`None` on the other ranks).
 pub fn train_rate(
+    world: &dyn Collective,
     cfg: &TrainConfig,
     row_shape: &[usize],
     warmup: u64,
     steps: u64,
-) -> Result<TrainRate> {
+) -> Result<Option<TrainRate>> {
     let dev = seeded_device(cfg.seed);
     let mut net = cfg.denoiser.network(&NetCtx {
         dev: dev.clone(),
         row_shape: row_shape.to_vec(),
         init: true,
     })?;
-    let x = normal(&dev, cfg.batch, row_shape.iter().product());
+    let rows = dist::share(cfg.batch, world.rank(), world.size());
+    let x = normal(&dev, rows.len(), row_shape.iter().product());
     let network = net.describe();
+    let params = net.num_params();
     for step in 0..warmup {
-        train_step(cfg, &dev, net.as_mut(), None, &x, step)?;
+        train_step_on(world, cfg, &dev, net.as_mut(), None, &x, step)?;
     }
-    let t0 = Instant::now();
+    world.barrier();
+    let (t0, mut comm, mut bytes) = (Instant::now(), Duration::ZERO, 0);
     for step in warmup..warmup + steps {
-        train_step(cfg, &dev, net.as_mut(), None, &x, step)?;
+        let stats = train_step_on(world, cfg, &dev, net.as_mut(), None, &x, step)?;
+        (comm, bytes) = (comm + stats.comm, stats.comm_bytes);
     }
-    Ok(TrainRate {
+    let wall = t0.elapsed().as_secs_f64();
+    let alone = allreduce_alone(world, bytes / 4, ALONE_REPEATS);
+    let comm_share = world.gather_f64_to_root(&[comm.as_secs_f64() / wall]);
+    let alone = world.gather_f64_to_root(&[alone]);
+    let (Some(comm_share), Some(alone)) = (comm_share, alone) else {
+        return Ok(None);
+    };
+    Ok(Some(TrainRate {
         network,
-        steps_per_s: steps as f64 / t0.elapsed().as_secs_f64(),
-    })
+        params,
+        steps_per_s: steps as f64 / wall,
+        ranks: world.size(),
+        threads: rayon::current_num_threads(),
+        comm_share: if world.size() > 1 { comm_share } else { vec![] },
+        allreduce_bytes: bytes,
+        allreduce_alone_s: if world.size() > 1 { alone } else { vec![] },
+    }))
+}
+
+/// All-reduces timed by [`allreduce_alone`].
+const ALONE_REPEATS: usize = 21;
+
+/// The median time of `repeats` all-reduces of `len` floats, each right after a barrier: the
+/// cost of the communication itself, where a training step's all-reduce also holds the wait
+/// for the slowest rank.
+fn allreduce_alone(world: &dyn Collective, len: usize, repeats: usize) -> f64 {
+    if world.size() == 1 {
+        return 0.0;
+    }
+    let mut buf = vec![0f32; len];
+    let mut times: Vec<f64> = (0..repeats)
+        .map(|_| {
+            world.barrier();
+            let t0 = Instant::now();
+            world.all_reduce_sum(&mut buf);
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[repeats / 2]
 }
 
 /// What [`sample_rate`] measured.

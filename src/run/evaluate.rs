@@ -2,7 +2,8 @@
 //! sliced W2 and, for mixtures, NLL and mode KL of any samples against it.
 
 use crate::data::{read_data, DataArray, DataFile, Mixture};
-use crate::metrics::{evaluate, evaluate_stream, Metrics};
+use crate::dist::Collective;
+use crate::metrics::{evaluate, evaluate_sharded, evaluate_stream, Metrics};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -30,6 +31,16 @@ impl Reference {
     /// O(block) + O(d^2) + one SW2 pass's projections (see [`evaluate_stream`]).
     pub fn score_file(&self, samples: &DataFile) -> Result<Metrics> {
         evaluate_stream(samples, &self.data, self.mixture.as_ref())
+    }
+
+    /// [`Reference::score_file`] by every rank of `world`, each scoring its share of the rows
+    /// (see [`evaluate_sharded`]): the metrics at rank 0, `None` elsewhere.
+    pub fn score_file_on(
+        &self,
+        world: &dyn Collective,
+        samples: &DataFile,
+    ) -> Result<Option<Metrics>> {
+        evaluate_sharded(world, samples, &self.data, self.mixture.as_ref())
     }
 }
 

@@ -291,7 +291,12 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
         })?;
         let done = step + 1;
         report.step(done, &stats)?;
-        let stop = listening.requested();
+        // Ranks stop where their all-reduce agreed to (they may see a signal at different
+        // steps); a single process as soon as it has one.
+        let stop = match world.size() {
+            1 => listening.requested(),
+            _ => stats.stop,
+        };
         if done % cfg.checkpoint_every == 0 || done == cfg.steps || stop.is_some() {
             let path = match root {
                 true => {
@@ -308,6 +313,9 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
             // The log ends where the checkpoint does, so a resume appends no step twice.
             report.flush(done)?;
             report.abandon();
+            // No rank ends before rank 0 has written the checkpoint: a launcher ends the whole
+            // job when one of its processes exits.
+            world.barrier();
             let ckpt = run.last.as_deref().unwrap_or(&cfg.out);
             return Err(Interrupted {
                 signal,

@@ -4,6 +4,7 @@
 use super::TrainConfig;
 use crate::denoiser::{Denoiser, Network};
 use crate::dist::{self, Collective, Single};
+use crate::interrupt::{self, Signal};
 use crate::objective::{ObjectiveCtx, RowShare};
 use crate::seed::{seeded, SeededRng};
 use crate::tensor::{Batch, Dev};
@@ -20,6 +21,13 @@ pub struct StepStats {
     pub lr: f64,
     /// Time in the gradient all-reduce (zero for a single process).
     pub comm: Duration,
+    /// Bytes of the all-reduce buffer (the gradient, the loss, the stop flags; 0 for a single
+    /// process).
+    pub comm_bytes: usize,
+    /// A data-parallel run: the stop every rank agreed on in this step's all-reduce (a SIGINT or
+    /// SIGTERM any rank had received), so all stop after the same step. `None` for a single
+    /// process, whose loop asks [`crate::interrupt::Listening`] itself.
+    pub stop: Option<Signal>,
 }
 
 /// The host generator of step `step`: a function of the run seed and the step only, so a
@@ -45,7 +53,7 @@ pub fn train_step(
 /// [`train_step`] as one rank of `world`: `x` holds this rank's share
 /// ([`dist::share`]) of the global batch of `cfg.batch` rows, the objective draws the whole
 /// batch's times and noise and keeps this share's, and one all-reduce of one flat buffer (the
-/// weighted gradient, then the weighted loss) makes every rank's gradient the global batch's.
+/// weighted gradient, the weighted loss, the ranks' stop flags) makes every rank's gradient the global batch's.
 /// Clipping, AdamW and the EMA then run identically on every rank, so the weights stay equal.
 pub fn train_step_on(
     world: &dyn Collective,
@@ -93,7 +101,7 @@ pub fn train_step_on(
     }
     let mut grads = loss.backward();
     net.take_grads(&mut grads)?;
-    let mut comm = Duration::ZERO;
+    let (mut comm, mut comm_bytes, mut stop) = (Duration::ZERO, 0, None);
     if parallel {
         // Every loss is a mean over the batch's rows: the global one is the sum over ranks of
         // (rows / batch) x the rank's mean, and so is its gradient.
@@ -101,10 +109,16 @@ pub fn train_step_on(
         let grad = net.grad_mut();
         let mut buf: Vec<f32> = grad.iter().map(|g| g * weight).collect();
         buf.push(value as f32 * weight);
+        // The ranks may receive a Ctrl-C or SIGTERM at different steps: the flags ride along,
+        // so every rank learns of any rank's signal in the same step.
+        buf.extend(interrupt::stop_flags(interrupt::pending()));
+        comm_bytes = std::mem::size_of_val(&buf[..]);
         let t0 = Instant::now();
         world.all_reduce_sum(&mut buf);
         comm = t0.elapsed();
-        value = f64::from(buf.pop().expect("the loss rides at the end"));
+        let flags = buf.split_off(buf.len() - 2);
+        stop = interrupt::agreed_stop([flags[0], flags[1]]);
+        value = f64::from(buf.pop().expect("the loss rides after the gradient"));
         grad.copy_from_slice(&buf);
         if !value.is_finite() {
             bail!("the loss is {value} at step {}", step + 1);
@@ -133,5 +147,7 @@ pub fn train_step_on(
         grad_norm,
         lr: opt.lr,
         comm,
+        comm_bytes,
+        stop,
     })
 }

@@ -515,7 +515,7 @@ fn cases(ckpt: &str) -> Vec<BadCase<'static>> {
                 "--out",
                 "o",
             ],
-            &["`n`"],
+            &["samplers-n0.toml: n: expected a whole number >= 1, got 0"],
         ),
         case(
             "reproduce table4 with student_steps = [0, 4]",
@@ -610,7 +610,10 @@ fn cases(ckpt: &str) -> Vec<BadCase<'static>> {
                 "--out",
                 "r3",
             ],
-            &["student_steps = 128", "teacher_steps_start"],
+            &[
+                "objective.student_steps: 128 exceeds",
+                "teacher_steps_start",
+            ],
         ),
         case(
             "multistep-ct student_steps above teacher_steps_end (train)",
@@ -664,7 +667,7 @@ fn cases(ckpt: &str) -> Vec<BadCase<'static>> {
                 "--out",
                 "o",
             ],
-            &["student_steps = 128"],
+            &["objective.student_steps: 128 exceeds"],
         ),
         case(
             "sample --checkpoint (2-D) with --data gmm64.h5 (64-D)",

@@ -85,6 +85,19 @@ impl ConfigBuilder {
         &self.table
     }
 
+    /// `error` with the config file in front when it is a [`FieldError`] whose key came from one
+    /// (`run.toml: objective.teacher_steps: ...`), as [`Self::build`] writes its errors; any
+    /// other error unchanged. For the checks that run on the built config.
+    pub fn locate(&self, error: anyhow::Error) -> anyhow::Error {
+        let file = error
+            .downcast_ref::<FieldError>()
+            .and_then(|f| self.origin.get(f.top_key()));
+        match file {
+            Some(file) => anyhow::anyhow!("{file}: {error}"),
+            None => error,
+        }
+    }
+
     /// Deserialises into the typed config. An error is one line: the config file the key came
     /// from (if it came from one), the key's path and what is wrong with it, with the valid
     /// choices, e.g. `run.toml: integrator.variance: unknown variant "x"; valid: analytic, ...`.
@@ -130,6 +143,67 @@ impl Overrides {
     /// A path as a string value, when given.
     pub fn path(self, key: &str, path: Option<&Path>) -> Self {
         self.set(key, path.map(|p| p.display().to_string()))
+    }
+}
+
+/// A field out of its valid range, found by a check on the built config (where the range depends
+/// on another field, or for a config assembled in code): shown as `key: message`, the form of a
+/// deserialisation error, with the value in the message. A plugin's `validate` returns it for
+/// its own field; the config holding the plugin puts its key in front ([`FieldError::under`])
+/// and [`ConfigBuilder::locate`] the config file.
+#[derive(Debug)]
+pub struct FieldError {
+    key: String,
+    message: String,
+}
+
+impl FieldError {
+    /// The error of field `key` (dotted for a nested one).
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error one table up: `teacher_steps` in `objective` is `objective.teacher_steps`.
+    pub fn under(self, parent: &str) -> Self {
+        FieldError {
+            key: format!("{parent}.{}", self.key),
+            message: self.message,
+        }
+    }
+
+    /// The field's dotted key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn top_key(&self) -> &str {
+        self.key.split('.').next().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// Fails with a [`FieldError`]: field `key` and what is wrong with its value.
+pub fn field_error<T>(key: &str, message: impl Into<String>) -> Result<T> {
+    Err(FieldError::new(key, message).into())
+}
+
+/// An error of the plugin in field `key` (named `name`) as the config holding it reports it: a
+/// [`FieldError`] of the plugin's own field gets `key.` in front (`objective.teacher_steps`),
+/// another error the context "in `key` (name)".
+pub fn in_plugin(error: anyhow::Error, key: &str, name: &str) -> anyhow::Error {
+    match error.downcast::<FieldError>() {
+        Ok(f) => f.under(key).into(),
+        Err(e) => e.context(format!("in `{key}` ({name})")),
     }
 }
 

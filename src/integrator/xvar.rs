@@ -108,13 +108,20 @@ impl XVar {
     /// `variance = "table"`).
     pub fn check(&self) -> Result<()> {
         match (self.variance, &self.table) {
-            (Source::Table, None) => bail!(
-                "variance = \"table\" needs `table = \"calibration.json\"` (written by `fewstep \
-                 calibrate`)"
+            (Source::Table, None) => crate::config::field_error(
+                "variance",
+                "\"table\" needs `table = \"calibration.json\"` (written by `fewstep calibrate`)",
             ),
-            (Source::Analytic | Source::Exact, Some(p)) => bail!(
-                "`table = \"{}\"` is only read with variance = \"table\"",
-                p.display()
+            (Source::Analytic | Source::Exact, Some(p)) => crate::config::field_error(
+                "table",
+                format!(
+                    "\"{}\" is only read with variance = \"table\" (variance is \"{}\")",
+                    p.display(),
+                    match self.variance {
+                        Source::Exact => "exact",
+                        _ => "analytic",
+                    }
+                ),
             ),
             _ => Ok(()),
         }

@@ -40,9 +40,11 @@ pub fn resolve(
     }
     let mut cfg: TrainConfig = b.build()?;
     if let Some(s) = student_steps {
-        cfg.objective.set_student_steps(s)?;
+        cfg.objective
+            .set_student_steps(s)
+            .with_context(|| format!("--student-steps {s}"))?;
     }
-    cfg.check()?;
+    cfg.check().map_err(|e| b.locate(e))?;
     Ok(cfg)
 }
 

@@ -42,7 +42,7 @@ pub fn resolve(file: Option<&Path>, overrides: &Overrides, resume: bool) -> Resu
     let b = builder(DEFAULTS, file, overrides, resume)?;
     require_data(&b)?;
     let cfg: TrainConfig = b.build()?;
-    cfg.check()?;
+    cfg.check().map_err(|e| b.locate(e))?;
     Ok(cfg)
 }
 

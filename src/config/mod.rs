@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 pub mod de;
@@ -24,6 +24,53 @@ impl ConfigBuilder {
             table: parse(defaults, "built-in defaults")?,
             origin: BTreeMap::new(),
         })
+    }
+
+    /// Starts from a config stored by an earlier command (a run's own config when it resumes):
+    /// every key is `origin`'s, which errors name ([`Self::check_paths`], [`Self::build`]).
+    pub fn from_stored(text: &str, origin: &str) -> Result<Self> {
+        let table = parse(text, origin)?;
+        let origin = table
+            .keys()
+            .map(|k| (k.clone(), origin.to_string()))
+            .collect();
+        Ok(ConfigBuilder { table, origin })
+    }
+
+    /// Sets a plain key to a value taken from another config (`origin`, e.g. a teacher
+    /// checkpoint's), which errors about the key name.
+    pub fn set_from<V: Into<Value>>(mut self, key: &str, value: Option<V>, origin: &str) -> Self {
+        if let Some(v) = value {
+            self.origin.insert(key.to_string(), origin.to_string());
+            self.table.insert(key.to_string(), v.into());
+        }
+        self
+    }
+
+    /// Refuses a path under one of `keys` that does not exist when it came from a config file
+    /// or a stored config, naming that config and the key: `the config of r/ckpt-1.safetensors:
+    /// data = "ring8.h5" does not exist (relative to /home/u/other, where this runs)`. A path
+    /// given as a flag is left to the command, whose error names it.
+    pub fn check_paths(&self, keys: &[&str]) -> Result<()> {
+        for key in keys {
+            let (Some(Value::String(path)), Some(origin)) =
+                (self.table.get(*key), self.origin.get(*key))
+            else {
+                continue;
+            };
+            let p = Path::new(path);
+            if p.exists() {
+                continue;
+            }
+            let relative = match (p.is_relative(), std::env::current_dir()) {
+                (true, Ok(cwd)) => format!(" (relative to {}, where this runs)", cwd.display()),
+                _ => String::new(),
+            };
+            anyhow::bail!(
+                "{origin}: {key} = {path:?} does not exist{relative}; give its place with --{key}"
+            );
+        }
+        Ok(())
     }
 
     /// Layers a config file on top: its keys replace the defaults', plugin tables whole.
@@ -237,6 +284,33 @@ pub fn clone_plugin<T: serde::Serialize + DeserializeOwned>(plugin: &T) -> Resul
 /// A resolved config as TOML text (recorded in output files and checkpoints).
 pub fn to_toml<T: serde::Serialize>(config: &T) -> Result<String> {
     toml::to_string(config).context("cannot serialise config to TOML")
+}
+
+/// `path` as an absolute path — canonical (links and `..` resolved) when it exists, else its
+/// canonical folder joined with its name, else joined to the current folder — so a stored config
+/// reads the same from any folder.
+pub fn absolute(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let in_folder = || {
+        let name = path.file_name()?;
+        let folder = match path.parent()? {
+            p if p.as_os_str().is_empty() => Path::new("."),
+            p => p,
+        };
+        Some(std::fs::canonicalize(folder).ok()?.join(name))
+    };
+    in_folder()
+        .or_else(|| std::path::absolute(path).ok())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// `deserialize_with` for an optional path that a stored config is read back with from another
+/// folder (aDDIM's `table`): made [`absolute`] as it is read.
+pub fn absolute_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let p = <Option<PathBuf> as serde::Deserialize>::deserialize(d)?;
+    Ok(p.map(|p| absolute(&p)))
 }
 
 /// `deserialize_with` check for a parameter that must be a finite number > 0.

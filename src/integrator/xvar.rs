@@ -39,7 +39,12 @@ pub struct XVar {
     pub variance: Source,
     /// Calibration file for `variance = "table"`: JSON {"t": [...], "xvar": [...]}, already
     /// scaled by eta, interpolated linearly in t.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// (Made absolute when read, so a run's stored config finds it from any folder.)
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::absolute_path"
+    )]
     pub table: Option<PathBuf>,
     #[serde(skip)]
     loaded: OnceLock<XVarTable>,

@@ -204,6 +204,27 @@ impl TrainConfig {
     }
 }
 
+/// The paths of a config that a run stores and later commands read back (`--resume`, a
+/// student's `--teacher`, `sample --checkpoint`): each made [`absolute`](crate::config::absolute),
+/// so the run folder works from any folder. (A run's identity leaves them out, [`identity`].)
+pub const PATH_KEYS: [&str; 4] = ["data", "out", "teacher", "init"];
+
+/// `cfg` as the TOML text a run stores (`config.toml`, every checkpoint's metadata), with the
+/// [`PATH_KEYS`] absolute.
+pub fn stored_config(cfg: &TrainConfig) -> Result<String> {
+    let mut table: toml::Table = crate::config::to_toml(cfg)?
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the resolved config: {e}"))?;
+    for key in PATH_KEYS {
+        if let Some(toml::Value::String(p)) = table.get_mut(key) {
+            *p = crate::config::absolute(std::path::Path::new(p.as_str()))
+                .display()
+                .to_string();
+        }
+    }
+    crate::config::to_toml(&table)
+}
+
 /// How a run ended.
 #[derive(Clone, Debug)]
 pub struct TrainOutcome {
@@ -227,7 +248,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
     let root = world.is_root();
     let dev = seeded_device(cfg.seed);
     let mut run = setup::RunState::open(cfg, &dev, resume, world)?;
-    let config_toml = crate::config::to_toml(cfg)?;
+    let config_toml = stored_config(cfg)?;
     let log = match root {
         true => Some(setup::prepare_folder(cfg, resume, &config_toml)?),
         false => None,

@@ -61,7 +61,8 @@ fn fixtures(dir: &Path) -> PathBuf {
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o444)).unwrap();
         std::os::unix::fs::symlink(&ring8, dir.join("link.h5")).unwrap();
     }
-    // h5py files fewstep cannot read: float16 rows, rows compressed with h5py's lzf.
+    // h5py files fewstep cannot read: float16 rows (but `data inspect` can), rows compressed
+    // with h5py's lzf.
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     for f in ["h5py_float16.h5", "h5py_lzf.h5"] {
         std::fs::copy(fixtures.join(f), dir.join(f)).unwrap();
@@ -242,10 +243,21 @@ fn cases(ckpt: &str) -> Vec<BadCase<'static>> {
             &["huge.npy", "more bytes than fit"],
         ),
         // Data HDF5 can hold but fewstep cannot read: named, with what is supported.
+        // (`data inspect` reads float16 rows and reports them: tests/data.rs.)
         case(
-            "data inspect of float16 rows",
-            &["data", "inspect", "h5py_float16.h5"],
-            &["h5py_float16.h5", "float16", "float32"],
+            "eval of float16 samples",
+            &["eval", "h5py_float16.h5", "--reference", "ring8.h5"],
+            &[
+                "h5py_float16.h5",
+                "dtype float16",
+                "float32",
+                "data inspect",
+            ],
+        ),
+        case(
+            "eval against a float16 reference",
+            &["eval", "ring8.h5", "--reference", "h5py_float16.h5"],
+            &["h5py_float16.h5", "dtype float16", "float32"],
         ),
         case(
             "train on float16 rows",

@@ -103,24 +103,12 @@ pub fn check_filters(path: &Path, data: &hdf5::Dataset) -> Result<()> {
     Ok(())
 }
 
-/// Opens `/data` of `path`, checking it is `[N, ...]` with at least 2 dimensions.
+/// Opens `/data` of `path` with every check of the loader's opener ([`super::source::open`]:
+/// `[N, ...]` with at least 2 dimensions, a size the file can hold, a supported dtype and
+/// filters), so each command refuses a bad file with the same message.
 pub fn open_data(path: &Path) -> Result<hdf5::Dataset> {
-    let file = hdf5::File::open(path)
-        .with_context(|| format!("cannot open HDF5 file {}", path.display()))?;
-    let ds = file.dataset("data").with_context(|| {
-        format!("{} has no `/data` dataset: a fewstep dataset stores its samples there (see schemas/dataset.md)", path.display())
-    })?;
-    let shape = ds.shape();
-    if shape.len() < 2 {
-        bail!(
-            "{}: `/data` has shape {:?}; expected [N, ...] with at least 2 dimensions",
-            path.display(),
-            shape
-        );
-    }
-    check_declared_size(&ds)?;
-    check_filters(path, &ds)?;
-    Ok(ds)
+    // The file stays open while the dataset is (HDF5's default weak close).
+    Ok(super::source::open(path)?.data)
 }
 
 /// Rows `rows` of a `/data` opened by [`open_data`] as float32 (uint8 scaled to [-1, 1]),

@@ -13,6 +13,9 @@ pub enum Elem {
     F32,
     /// Read as float32.
     F64,
+    /// IEEE half precision: only `fewstep data inspect` reads it ([`open_any`]); the loader and
+    /// every other command refuse it ([`open`]).
+    F16,
 }
 
 impl Elem {
@@ -21,6 +24,7 @@ impl Elem {
             Elem::U8 => 1,
             Elem::F32 => 4,
             Elem::F64 => 8,
+            Elem::F16 => 2,
         }
     }
     pub fn name(self) -> &'static str {
@@ -28,6 +32,7 @@ impl Elem {
             Elem::U8 => "uint8",
             Elem::F32 => "float32",
             Elem::F64 => "float64",
+            Elem::F16 => "float16",
         }
     }
 }
@@ -84,6 +89,30 @@ pub fn open(path: &Path) -> Result<DataFile> {
 /// [`open`], with HDF5's chunk cache off when `streaming`: reads of whole chunks then go
 /// straight from the file into the caller's buffer instead of through the cache.
 pub fn open_with(path: &Path, streaming: bool) -> Result<DataFile> {
+    let df = open_checked(path, streaming)?;
+    if df.info.elem == Elem::F16 {
+        bail!(unsupported_dtype(path, "float16"));
+    }
+    Ok(df)
+}
+
+/// [`open`], also accepting float16 `/data` (for `fewstep data inspect`, which reports what a
+/// file holds rather than refusing it).
+pub fn open_any(path: &Path) -> Result<DataFile> {
+    open_checked(path, false)
+}
+
+/// The refusal of a `/data` dtype the loader does not read, and what to do.
+fn unsupported_dtype(path: &Path, dtype: &str) -> String {
+    format!(
+        "{}: `/data` has dtype {dtype}; supported are float32, float64 and uint8 (images): \
+         convert it, e.g. with numpy `.astype(np.float32)` (`fewstep data inspect` reads it as it \
+         is)",
+        path.display()
+    )
+}
+
+fn open_checked(path: &Path, streaming: bool) -> Result<DataFile> {
     if !path.exists() {
         bail!("{}: no such file", path.display());
     }
@@ -127,12 +156,7 @@ pub fn open_with(path: &Path, streaming: bool) -> Result<DataFile> {
     let elem = elem_of(&data).with_context(|| format!("{}: `/data`", path.display()))?;
     let elem = match elem {
         Some(e) => e,
-        None => bail!(
-            "{}: `/data` has dtype {}; supported are float32, float64 and uint8 (images): \
-             convert it, e.g. with numpy `.astype(np.float32)`",
-            path.display(),
-            dtype_name(&data)
-        ),
+        None => bail!(unsupported_dtype(path, &dtype_name(&data))),
     };
     let chunk = data.chunk();
     super::h5::check_filters(path, &data)?;
@@ -151,8 +175,13 @@ pub fn open_with(path: &Path, streaming: bool) -> Result<DataFile> {
 }
 
 fn elem_of(ds: &hdf5::Dataset) -> Result<Option<Elem>> {
-    // A type HDF5 has but the crate cannot describe (float16) is unsupported, not an error.
-    let Ok(descriptor) = ds.dtype()?.to_descriptor() else {
+    let dtype = ds.dtype()?;
+    // The crate cannot describe float16 (`to_descriptor` fails), but HDF5 knows its class.
+    if is_float16(&dtype) {
+        return Ok(Some(Elem::F16));
+    }
+    // Another type HDF5 has but the crate cannot describe is unsupported, not an error.
+    let Ok(descriptor) = dtype.to_descriptor() else {
         return Ok(None);
     };
     Ok(match descriptor {
@@ -161,6 +190,32 @@ fn elem_of(ds: &hdf5::Dataset) -> Result<Option<Elem>> {
         TypeDescriptor::Float(FloatSize::U8) => Some(Elem::F64),
         _ => None,
     })
+}
+
+/// Whether `dtype` is a 2-byte IEEE float (float16; HDF5 converts it to float32 on reads).
+fn is_float16(dtype: &hdf5::Datatype) -> bool {
+    use hdf5_metno_sys::h5t::{H5T_class_t, H5Tget_class, H5Tget_fields};
+    if dtype.size() != 2 {
+        return false;
+    }
+    // SAFETY: `dtype` holds a valid datatype id for the duration of the calls; the out
+    // parameters are plain integers.
+    unsafe {
+        if H5Tget_class(dtype.id()) != H5T_class_t::H5T_FLOAT {
+            return false;
+        }
+        let (mut spos, mut epos, mut esize, mut mpos, mut msize) = (0, 0, 0, 0, 0);
+        let ok = H5Tget_fields(
+            dtype.id(),
+            &mut spos,
+            &mut epos,
+            &mut esize,
+            &mut mpos,
+            &mut msize,
+        );
+        // IEEE binary16: sign bit 15, 5 exponent bits at 10, 10 mantissa bits at 0.
+        ok >= 0 && (spos, epos, esize, mpos, msize) == (15, 10, 5, 0, 10)
+    }
 }
 
 /// A readable dtype name for error messages.
@@ -334,6 +389,13 @@ impl RowReader {
                     o.copy_from_slice(&x.to_le_bytes());
                 }
             }
+            Elem::F16 => {
+                // HDF5 converts float16 to float32 exactly; back to the stored 2 bytes.
+                let v = reader.read_slice::<f32, _, ndarray::IxDyn>(sel)?;
+                for (o, x) in out.chunks_exact_mut(2).zip(v.iter()) {
+                    o.copy_from_slice(&half::f16::from_f32(*x).to_le_bytes());
+                }
+            }
         }
         Ok(())
     }
@@ -471,7 +533,18 @@ pub fn push_row(elem: Elem, bytes: &[u8], out: &mut Vec<f32>) -> Option<(usize, 
             let bad = bytes.chunks_exact(8).position(|b| !v(b).is_finite());
             bad.map(|i| (i, v(&bytes[i * 8..i * 8 + 8])))
         }
+        Elem::F16 => {
+            let start = out.len();
+            out.extend(bytes.chunks_exact(2).map(f16_at));
+            first_bad(&out[start..])
+        }
     }
+}
+
+/// The float16 value of two little-endian bytes, as float32 (exact).
+#[inline]
+pub fn f16_at(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
 }
 
 /// uint8 -> [-1, 1], vectorised with AVX2 where the CPU has it (it writes four bytes for

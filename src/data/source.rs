@@ -5,6 +5,68 @@ use anyhow::{bail, Context, Result};
 use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
 use std::path::{Path, PathBuf};
 
+/// How many times larger than its file the data a file describes can be: deflate, the strongest
+/// compressing filter of the HDF5 fewstep links, shrinks a chunk at most about 1032:1.
+pub const MAX_EXPANSION: u64 = 1032;
+
+/// The bytes dataset `ds` declares (its shape times its element size), checked against what its
+/// file can hold. The shape is read from the file and sizes buffers before a value is read, so a
+/// damaged shape must end in an error here, not in an allocation of terabytes.
+pub fn check_declared_size(ds: &hdf5::Dataset) -> Result<u64> {
+    let file = ds.filename();
+    let shape = ds.shape();
+    let elem = ds
+        .dtype()
+        .with_context(|| format!("{file}: `{}` has an unreadable type", ds.name()))?
+        .size();
+    let file_len = std::fs::metadata(&file).map_or(u64::MAX, |m| m.len());
+    let bytes = shape
+        .iter()
+        .try_fold(elem as u64, |n, &d| n.checked_mul(d as u64));
+    match bytes {
+        Some(b) if b <= file_len.saturating_mul(MAX_EXPANSION) => Ok(b),
+        _ => bail!(
+            "{file}: `{}` declares shape {shape:?} of {elem}-byte values, more than its \
+             {file_len}-byte file can hold even compressed ({MAX_EXPANSION}:1): the file is \
+             damaged, or the dataset was never written",
+            ds.name()
+        ),
+    }
+}
+
+/// Refuses compression this build cannot decode, naming it, before a read fails inside HDF5
+/// (whose message is about a plugin folder): the built-in filters are deflate (gzip), shuffle,
+/// Fletcher-32, n-bit and scale-offset; plugins such as h5py's lzf, blosc, lz4, bitshuffle or
+/// zstd, and szip (not in this HDF5 build), are not.
+pub fn check_filters(path: &Path, data: &hdf5::Dataset) -> Result<()> {
+    use hdf5::filters::Filter;
+    for f in &data.filters() {
+        let name = match f {
+            Filter::Deflate(_)
+            | Filter::Shuffle
+            | Filter::Fletcher32
+            | Filter::NBit
+            | Filter::ScaleOffset(_) => continue,
+            Filter::SZip(..) => "szip".to_string(),
+            Filter::User(id, _) => match id {
+                32000 => "lzf (h5py's, filter 32000)".to_string(),
+                32001 => "blosc (filter 32001)".to_string(),
+                32004 => "lz4 (filter 32004)".to_string(),
+                32008 => "bitshuffle (filter 32008)".to_string(),
+                32015 => "zstd (filter 32015)".to_string(),
+                id => format!("HDF5 filter {id}"),
+            },
+        };
+        bail!(
+            "{}: `/data` is compressed with {name}, which fewstep's HDF5 cannot decode; \
+             supported: gzip (deflate), shuffle, fletcher32, n-bit, scale-offset. Rewrite it, \
+             e.g. with h5py `compression=\"gzip\"`, or save it as .npy for `fewstep data import`",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Element types `/data` may be stored as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Elem {
@@ -152,14 +214,14 @@ fn open_checked(path: &Path, streaming: bool) -> Result<DataFile> {
             path.display()
         );
     }
-    super::h5::check_declared_size(&data)?;
+    check_declared_size(&data)?;
     let elem = elem_of(&data).with_context(|| format!("{}: `/data`", path.display()))?;
     let elem = match elem {
         Some(e) => e,
         None => bail!(unsupported_dtype(path, &dtype_name(&data))),
     };
     let chunk = data.chunk();
-    super::h5::check_filters(path, &data)?;
+    check_filters(path, &data)?;
     let filters = data.filters().iter().map(|f| format!("{f:?}")).collect();
     Ok(DataFile {
         file,
@@ -255,7 +317,7 @@ pub fn read_labels(df: &DataFile) -> Result<Option<Vec<i64>>> {
             dtype_name(&ds)
         ),
     }
-    super::h5::check_declared_size(&ds)?;
+    check_declared_size(&ds)?;
     Ok(Some(
         ds.read_raw::<i64>()
             .with_context(|| format!("{path}: reading `/labels`"))?,
@@ -565,7 +627,7 @@ unsafe fn push_u8_avx2(bytes: &[u8], out: &mut Vec<f32>) {
     out.extend(bytes.iter().map(|&x| u8_to_f32(x)));
 }
 
-/// The uint8 -> [-1, 1] scaling, the same as [`super::h5::read_data`].
+/// The uint8 -> [-1, 1] scaling, the same as `read_data` (`data::h5`).
 #[inline(always)]
 pub fn u8_to_f32(x: u8) -> f32 {
     x as f32 / 127.5 - 1.0

@@ -29,10 +29,13 @@ impl DistillObjective for Diffusion {
     fn validate(&self) -> anyhow::Result<()> {
         // A cap of 0 (or below) zeroes (or flips) every example's loss: nothing would be learnt.
         if !(self.max_weight > 0.0 && self.max_weight.is_finite()) {
-            anyhow::bail!(
-                "max_weight = {} must be a finite number > 0 (the cap on the weight SNR + 1; \
-                 default 1e6)",
-                self.max_weight
+            return fewstep::config::field_error(
+                "max_weight",
+                format!(
+                    "expected a finite number > 0 (the cap on the weight SNR + 1; default 1e6), \
+                     got {}",
+                    self.max_weight
+                ),
             );
         }
         Ok(())

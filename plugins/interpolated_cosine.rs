@@ -52,10 +52,13 @@ impl Schedule for InterpolatedCosine {
         // decreases in t only while noise_low / noise_high < e^pi (about 23.1).
         let (low, high) = (self.noise_low.get(), self.noise_high.get());
         if f64::from(low) / f64::from(high) >= std::f64::consts::PI.exp() {
-            anyhow::bail!(
-                "noise_low = {low} must be below e^pi x noise_high = {:.1} (noise_high = {high}): \
-                 beyond it the log-SNR is not decreasing in t",
-                std::f64::consts::PI.exp() * f64::from(high)
+            return fewstep::config::field_error(
+                "noise_low",
+                format!(
+                    "{low} must be below e^pi x noise_high = {:.1} (noise_high = {high}): beyond \
+                     it the log-SNR is not decreasing in t",
+                    std::f64::consts::PI.exp() * f64::from(high)
+                ),
             );
         }
         Ok(())

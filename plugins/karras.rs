@@ -54,11 +54,12 @@ impl Karras {
 impl Schedule for Karras {
     fn validate(&self) -> anyhow::Result<()> {
         if self.sigma_min >= self.sigma_max {
-            anyhow::bail!(
-                "sigma_min = {} must be below sigma_max = {} (the noise levels grow from t = 0 \
-                 to t = 1)",
-                self.sigma_min,
-                self.sigma_max
+            return fewstep::config::field_error(
+                "sigma_min",
+                format!(
+                    "{} must be below sigma_max = {} (the noise levels grow from t = 0 to t = 1)",
+                    self.sigma_min, self.sigma_max
+                ),
             );
         }
         Ok(())

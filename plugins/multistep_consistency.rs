@@ -5,9 +5,9 @@
 //! by default, taking the step z_t -> z_s). The grid, target and losses are the core's
 //! ([`fewstep::objective::multistep`]).
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use dfdx::prelude::*;
-use fewstep::config::at_least_one;
+use fewstep::config::{at_least_one, in_plugin};
 use fewstep::denoiser::Level;
 use fewstep::integrator::{Integrator, TeacherStep};
 use fewstep::objective::multistep::{
@@ -176,19 +176,26 @@ impl Multistep {
     pub fn validate(&self) -> Result<()> {
         let fewest = self.teacher_steps_start.min(self.teacher_steps_end);
         if self.student_steps > fewest {
-            bail!(
-                "student_steps = {} exceeds the teacher's steps (teacher_steps_start = {}, \
-                 teacher_steps_end = {}): each student step needs at least one teacher step; \
-                 lower student_steps or raise both to at least {}",
-                self.student_steps,
-                self.teacher_steps_start,
-                self.teacher_steps_end,
-                self.student_steps
+            return fewstep::config::field_error(
+                "student_steps",
+                format!(
+                    "{} exceeds the teacher's steps (teacher_steps_start = {}, teacher_steps_end \
+                     = {}): each student step needs at least one teacher step; lower \
+                     student_steps or raise both to at least {}",
+                    self.student_steps,
+                    self.teacher_steps_start,
+                    self.teacher_steps_end,
+                    self.student_steps
+                ),
             );
         }
-        self.teacher_integrator
-            .validate()
-            .context("in teacher_integrator")
+        self.teacher_integrator.validate().map_err(|e| {
+            in_plugin(
+                e,
+                "teacher_integrator",
+                self.teacher_integrator.typetag_name(),
+            )
+        })
     }
 
     /// Sets S, which must be at least 1.

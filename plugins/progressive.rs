@@ -5,7 +5,7 @@
 //! student (the trainer swaps it in, see `DistillObjective::round`).
 
 use dfdx::shapes::HasShape;
-use fewstep::config::at_least_one;
+use fewstep::config::{at_least_one, field_error, in_plugin};
 use fewstep::denoiser::Level;
 use fewstep::integrator::{inv_ddim_rows, Integrator, TeacherStep};
 use fewstep::objective::multistep::{
@@ -32,8 +32,9 @@ pub struct Progressive {
     /// Number of halvings: the first teacher samples with S 2^rounds steps.
     #[serde(default = "rounds", deserialize_with = "at_least_one")]
     pub rounds: usize,
-    /// The first teacher's steps instead of `rounds`: rounds = log2(teacher_steps / S), at
-    /// least 1, so one config distils every S from the same start (e.g. 64).
+    /// The first teacher's steps instead of `rounds`: rounds = log2(teacher_steps / S), so one
+    /// config distils every S from the same start (e.g. 64). It must be S x 2^k with k >= 1
+    /// (each round halves the steps); another value is refused when the config is loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_steps: Option<usize>,
     /// Training iterations per round; iterations past the last round continue it.
@@ -104,7 +105,8 @@ impl Default for Progressive {
 }
 
 impl Progressive {
-    /// The number of halvings: `rounds`, or the one `teacher_steps` implies.
+    /// The number of halvings: `rounds`, or the one `teacher_steps` implies (a valid one,
+    /// [`DistillObjective::validate`]: S x 2^rounds).
     pub fn rounds(&self) -> usize {
         match self.teacher_steps {
             Some(n) => (n / self.student_steps).max(2).ilog2() as usize,
@@ -188,13 +190,31 @@ impl DistillObjective for Progressive {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        use anyhow::Context;
-        self.teacher_integrator
-            .validate()
-            .context("in teacher_integrator")?;
-        self.later_integrator
-            .validate()
-            .context("in later_integrator")
+        if let Some(n) = self.teacher_steps {
+            let s = self.student_steps;
+            // Round r's student takes half its teacher's steps, so the first teacher takes
+            // S 2^rounds; any other count would silently train from a different teacher.
+            if !(n >= 2 * s && n % s == 0 && (n / s).is_power_of_two()) {
+                let valid: Vec<String> = (1..=4).map(|k| (s << k).to_string()).collect();
+                return field_error(
+                    "teacher_steps",
+                    format!(
+                        "{n} is not student_steps = {s} times 2, 4, 8, ... (each round halves \
+                         the steps down to the student's); valid: {}, ...",
+                        valid.join(", ")
+                    ),
+                );
+            }
+        }
+        for (key, integrator) in [
+            ("teacher_integrator", &self.teacher_integrator),
+            ("later_integrator", &self.later_integrator),
+        ] {
+            integrator
+                .validate()
+                .map_err(|e| in_plugin(e, key, integrator.typetag_name()))?;
+        }
+        Ok(())
     }
 
     fn student_steps(&self) -> Option<usize> {

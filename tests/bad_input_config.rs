@@ -32,6 +32,25 @@ const CONFIGS: &[(&str, &str)] = &[
     ("train-field.toml", "stepz = 10\n"),
     ("distill-objective.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[objective]\nname = \"multistep-cd\"\nstudent_stepz = 4\n"),
     ("reproduce-field.toml", "nope = 1\n"),
+    // Ranges checked on the built config (issue 15): each error names the file, field and value.
+    ("batch-zero.toml", "batch = 0\n"),
+    ("sample-steps-zero.toml", "steps = 0\n"),
+    ("train-lr-negative.toml", "lr = -0.5\n"),
+    ("train-ema.toml", "ema_decay = 1.0\n"),
+    ("train-lr-final.toml", "lr_final = 2.0\n"),
+    ("train-clip.toml", "grad_clip = -1.0\n"),
+    ("train-log-every.toml", "log_every = 0\n"),
+    ("karras-order.toml", "[schedule]\nname = \"karras\"\nsigma_min = 5.0\nsigma_max = 1.0\n"),
+    ("train-max-weight.toml", "[objective]\nname = \"diffusion\"\nmax_weight = 0.0\n"),
+    ("pd-teacher-steps.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"progressive\"\nstudent_steps = 8\nteacher_steps = 12\n"),
+    ("pd-teacher-at-s.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"progressive\"\nstudent_steps = 8\nteacher_steps = 8\n"),
+    ("cd-student-steps.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"multistep-cd\"\nstudent_steps = 16\nteacher_steps_start = 8\n"),
+    ("cd-table.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"multistep-cd\"\n\n[objective.teacher_integrator]\nname = \"addim\"\nvariance = \"table\"\n"),
+    ("reproduce-scale.toml", "scale = 1e30\n"),
+    ("reproduce-scale-product.toml", "scale = 100.0\n"),
+    ("reproduce-data-n.toml", "data_n = 0\n"),
+    ("reproduce-student-steps.toml", "student_steps = [1, 0]\n"),
+    ("samplers-nfe.toml", "nfe = [4, 0]\n"),
 ];
 
 fn case<'a>(what: &'a str, args: &str, names: &[&'a str]) -> BadCase<'a> {
@@ -274,6 +293,177 @@ fn cases() -> Vec<BadCase<'static>> {
             "reproduce: unknown preset",
             "reproduce table3 --preset fast".into(),
             vec!["fast", "quick, paper"],
+        ),
+        (
+            "sample: zero batch in a file",
+            sample("--config batch-zero.toml"),
+            vec!["batch-zero.toml: batch: expected a whole number >= 1, got 0"],
+        ),
+        (
+            "sample: zero steps in a file",
+            sample("--config sample-steps-zero.toml"),
+            vec!["sample-steps-zero.toml: steps: expected a whole number >= 1, got 0"],
+        ),
+        (
+            "sample: zero --n",
+            sample("--n 0"),
+            vec!["n: expected a whole number >= 1, got 0"],
+        ),
+        (
+            "sample: schedule bounds in the wrong order",
+            sample("--config karras-order.toml"),
+            vec!["karras-order.toml: schedule.sigma_min: 5 must be below sigma_max = 1"],
+        ),
+        (
+            "train: zero batch in a file",
+            "train --data ring8.h5 --out r --config batch-zero.toml".into(),
+            vec!["batch-zero.toml: batch: expected a whole number >= 1, got 0"],
+        ),
+        (
+            "train: zero --steps",
+            "train --data ring8.h5 --out r --steps 0".into(),
+            vec!["steps: expected a whole number >= 1, got 0"],
+        ),
+        (
+            "train: negative lr",
+            "train --data ring8.h5 --out r --config train-lr-negative.toml".into(),
+            vec!["train-lr-negative.toml: lr: expected a finite number > 0, got -0.5"],
+        ),
+        (
+            "train: ema_decay of 1",
+            "train --data ring8.h5 --out r --config train-ema.toml".into(),
+            vec!["train-ema.toml: ema_decay: expected a number in [0, 1), got 1"],
+        ),
+        (
+            "train: lr_final above 1",
+            "train --data ring8.h5 --out r --config train-lr-final.toml".into(),
+            vec!["train-lr-final.toml: lr_final: expected a number in [0, 1], got 2"],
+        ),
+        (
+            "train: negative grad_clip",
+            "train --data ring8.h5 --out r --config train-clip.toml".into(),
+            vec!["train-clip.toml: grad_clip: expected a finite number >= 0, got -1"],
+        ),
+        (
+            "train: zero log_every",
+            "train --data ring8.h5 --out r --config train-log-every.toml".into(),
+            vec!["train-log-every.toml: log_every: expected a whole number >= 1, got 0"],
+        ),
+        (
+            "train: zero max_weight in the objective",
+            "train --data ring8.h5 --out r --config train-max-weight.toml".into(),
+            vec!["train-max-weight.toml: objective.max_weight:", "got 0"],
+        ),
+        (
+            "distill: progressive teacher_steps not S x 2^k",
+            "distill --data ring8.h5 --out s --config pd-teacher-steps.toml".into(),
+            vec![
+                "pd-teacher-steps.toml: objective.teacher_steps: 12 is not student_steps = 8",
+                "valid: 16, 32, 64",
+            ],
+        ),
+        (
+            "distill: progressive teacher_steps at S (no round)",
+            "distill --data ring8.h5 --out s --config pd-teacher-at-s.toml".into(),
+            vec![
+                "pd-teacher-at-s.toml: objective.teacher_steps: 8 is not student_steps = 8",
+                "valid: 16",
+            ],
+        ),
+        (
+            "distill: progressive teacher_steps against --student-steps",
+            "distill --data ring8.h5 --out s --config pd-teacher-steps.toml --student-steps 5"
+                .into(),
+            vec![
+                "pd-teacher-steps.toml: objective.teacher_steps: 12 is not student_steps = 5",
+                "valid: 10, 20",
+            ],
+        ),
+        (
+            "distill: more student steps than teacher steps",
+            "distill --data ring8.h5 --out s --config cd-student-steps.toml".into(),
+            vec![
+                "cd-student-steps.toml: objective.student_steps: 16 exceeds",
+                "teacher_steps_start = 8",
+            ],
+        ),
+        (
+            "distill: aDDIM table variance without a table",
+            "distill --data ring8.h5 --out s --config cd-table.toml".into(),
+            vec!["cd-table.toml: objective.teacher_integrator.variance: \"table\" needs"],
+        ),
+        (
+            "distill: zero --student-steps",
+            "distill --data ring8.h5 --out s --config cd-table.toml --student-steps 0".into(),
+            vec!["--student-steps 0: student_steps: expected a whole number >= 1, got 0"],
+        ),
+        (
+            "reproduce: --scale 1e30",
+            "reproduce table4 --scale 1e30 --out o".into(),
+            vec!["--scale", "expected a number > 0 and <= 1000"],
+        ),
+        (
+            "reproduce: --scale NaN",
+            "reproduce table4 --scale NaN --out o".into(),
+            vec!["--scale", "> 0 and <= 1000", "got NaN"],
+        ),
+        (
+            "reproduce: --scale inf",
+            "reproduce table3 --scale inf --out o".into(),
+            vec!["--scale", "> 0 and <= 1000", "got inf"],
+        ),
+        (
+            "reproduce: --scale 0",
+            "reproduce figure1 --scale 0 --out o".into(),
+            vec!["--scale", "> 0 and <= 1000", "got 0"],
+        ),
+        (
+            "reproduce: negative --scale",
+            "reproduce table4 --scale -2 --out o".into(),
+            vec!["--scale", "> 0 and <= 1000", "got -2"],
+        ),
+        (
+            "reproduce: --scale a word",
+            "reproduce table4 --scale big --out o".into(),
+            vec!["--scale", "expected a number, got \"big\""],
+        ),
+        (
+            "reproduce: `scale` 1e30 in a file",
+            "reproduce table4 --config reproduce-scale.toml --out o".into(),
+            vec!["reproduce-scale.toml: scale: expected a number > 0 and <= 1000"],
+        ),
+        (
+            "reproduce: `scale` x --scale above the range",
+            "reproduce table4 --config reproduce-scale-product.toml --scale 20 --out o".into(),
+            vec![
+                "`scale` x --scale: expected a number > 0 and <= 1000",
+                "got 2000",
+            ],
+        ),
+        (
+            "reproduce: zero data_n",
+            "reproduce table4 --config reproduce-data-n.toml --out o".into(),
+            vec!["reproduce-data-n.toml: data_n: expected a whole number >= 1, got 0"],
+        ),
+        (
+            "reproduce: a zero in student_steps",
+            "reproduce table3 --config reproduce-student-steps.toml --out o".into(),
+            vec!["reproduce-student-steps.toml: student_steps:", "[1, 0]"],
+        ),
+        (
+            "reproduce samplers: a zero NFE budget",
+            "reproduce samplers --config samplers-nfe.toml --out o".into(),
+            vec!["samplers-nfe.toml: nfe:", "[4, 0]"],
+        ),
+        (
+            "calibrate: NaN --eta",
+            "calibrate --checkpoint r --data ring8.h5 --eta NaN".into(),
+            vec!["--eta", "expected a finite number >= 0, got NaN"],
+        ),
+        (
+            "calibrate: negative --eta",
+            "calibrate --checkpoint r --data ring8.h5 --eta -0.5".into(),
+            vec!["--eta", "got -0.5"],
         ),
         (
             "reproduce samplers: unknown key",

@@ -61,7 +61,8 @@ fn fixtures(dir: &Path) -> PathBuf {
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o444)).unwrap();
         std::os::unix::fs::symlink(&ring8, dir.join("link.h5")).unwrap();
     }
-    // h5py files fewstep cannot read: float16 rows, rows compressed with h5py's lzf.
+    // h5py files fewstep cannot read: float16 rows (but `data inspect` can), rows compressed
+    // with h5py's lzf.
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     for f in ["h5py_float16.h5", "h5py_lzf.h5"] {
         std::fs::copy(fixtures.join(f), dir.join(f)).unwrap();
@@ -242,10 +243,21 @@ fn cases(ckpt: &str) -> Vec<BadCase<'static>> {
             &["huge.npy", "more bytes than fit"],
         ),
         // Data HDF5 can hold but fewstep cannot read: named, with what is supported.
+        // (`data inspect` reads float16 rows and reports them: tests/data.rs.)
         case(
-            "data inspect of float16 rows",
-            &["data", "inspect", "h5py_float16.h5"],
-            &["h5py_float16.h5", "float16", "float32"],
+            "eval of float16 samples",
+            &["eval", "h5py_float16.h5", "--reference", "ring8.h5"],
+            &[
+                "h5py_float16.h5",
+                "dtype float16",
+                "float32",
+                "data inspect",
+            ],
+        ),
+        case(
+            "eval against a float16 reference",
+            &["eval", "ring8.h5", "--reference", "h5py_float16.h5"],
+            &["h5py_float16.h5", "dtype float16", "float32"],
         ),
         case(
             "train on float16 rows",
@@ -515,7 +527,7 @@ fn cases(ckpt: &str) -> Vec<BadCase<'static>> {
                 "--out",
                 "o",
             ],
-            &["`n`"],
+            &["samplers-n0.toml: n: expected a whole number >= 1, got 0"],
         ),
         case(
             "reproduce table4 with student_steps = [0, 4]",
@@ -610,7 +622,10 @@ fn cases(ckpt: &str) -> Vec<BadCase<'static>> {
                 "--out",
                 "r3",
             ],
-            &["student_steps = 128", "teacher_steps_start"],
+            &[
+                "objective.student_steps: 128 exceeds",
+                "teacher_steps_start",
+            ],
         ),
         case(
             "multistep-ct student_steps above teacher_steps_end (train)",
@@ -664,7 +679,7 @@ fn cases(ckpt: &str) -> Vec<BadCase<'static>> {
                 "--out",
                 "o",
             ],
-            &["student_steps = 128"],
+            &["objective.student_steps: 128 exceeds"],
         ),
         case(
             "sample --checkpoint (2-D) with --data gmm64.h5 (64-D)",

@@ -777,3 +777,54 @@ fn h5py_files_load_unchanged() {
         assert_eq!(*row, want.as_slice());
     }
 }
+
+/// float16 `/data` (issue 15): `data inspect` reports it — shape, dtype, min/max/mean/std of the
+/// finite values and the NaN/Inf rows, both through HDF5's conversion (chunked, gzip) and the
+/// direct reads (contiguous) — while the loader still refuses it with the dtype and the fix.
+#[test]
+fn inspect_reports_float16_rows_that_the_loader_refuses() {
+    let _g = shared();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    // (3 i + j) / 4 - 10 over [40, 3], with NaN at (3, 1) and (17, 0), +inf at (17, 2), -inf at
+    // (30, 1) (tests/fixtures/make_h5py_fixture.py); every value is exact in float16.
+    let r = inspect(&fixtures.join("h5py_float16_nan.h5")).unwrap();
+    assert_eq!(r.info.shape, vec![40, 3]);
+    assert_eq!(r.info.elem.name(), "float16");
+    let bad = [(3, 1), (17, 0), (17, 2), (30, 1)];
+    let finite: Vec<f64> = (0..40)
+        .flat_map(|i| (0..3).map(move |j| (i, j)))
+        .filter(|ij| !bad.contains(ij))
+        .map(|(i, j)| (3 * i + j) as f64 / 4.0 - 10.0)
+        .collect();
+    let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+    let var = finite.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / finite.len() as f64;
+    assert_eq!((r.min, r.max), (-10.0, 19.75));
+    assert!((r.mean - mean).abs() < 1e-12, "{} vs {mean}", r.mean);
+    assert!(
+        (r.std - var.sqrt()).abs() < 1e-9,
+        "{} vs {}",
+        r.std,
+        var.sqrt()
+    );
+    assert_eq!((r.nan, r.inf, r.bad_rows), (2, 2, 3));
+    assert_eq!(r.first_bad_rows, vec![3, 17, 30]);
+    let text = r.to_string();
+    assert!(text.contains("[40, 3] float16"), "{text}");
+    assert!(text.contains("float16 is read here only"), "{text}");
+
+    // Contiguous: read straight from the file's bytes. arange(20) as [10, 2].
+    let plain = fixtures.join("h5py_float16.h5");
+    let r = inspect(&plain).unwrap();
+    assert_eq!((r.min, r.max, r.mean), (0.0, 19.0, 9.5));
+    assert_eq!((r.nan, r.inf, r.bad_rows), (0, 0, 0));
+    for path in [&plain, &fixtures.join("h5py_float16_nan.h5")] {
+        let e = format!(
+            "{:#}",
+            Loader::open(path, LoaderConfig::new(2, 0)).err().unwrap()
+        );
+        assert!(
+            e.contains("`/data` has dtype float16; supported are float32, float64 and uint8"),
+            "{e}"
+        );
+    }
+}

@@ -786,6 +786,23 @@ fn progressive_rounds_from_a_fixed_first_teacher() {
         assert_eq!(pd(s).round_at(0).student_steps, 32);
         assert_eq!(pd(s).round_at(1000).student_steps, s);
     }
-    // Never fewer than one round, even when S is at the start already.
-    assert_eq!(pd(64).rounds(), 1);
+    // Every first teacher of S x 2^k steps (k >= 1) is valid; any other count would silently
+    // become a different teacher (64 / 3 = 21 -> 4 rounds from 48 steps), so it is refused, as
+    // is a start at S or below (no halving left), naming both fields and the valid counts.
+    for s in [1, 2, 4, 8, 32] {
+        assert!(pd(s).validate().is_ok(), "S = {s}");
+    }
+    for (s, valid) in [
+        (3, "valid: 6, 12, 24, 48"),
+        (64, "valid: 128, 256"),
+        (128, "256"),
+    ] {
+        let e = format!("{:#}", pd(s).validate().unwrap_err());
+        assert!(
+            e.starts_with("teacher_steps: 64 is not student_steps = "),
+            "{e}"
+        );
+        assert!(e.contains(&format!("student_steps = {s} ")), "{e}");
+        assert!(e.contains(valid), "{e}");
+    }
 }

@@ -739,3 +739,183 @@ fn stochastic_samplers_give_the_same_samples_at_any_batch() {
         assert!(wholes[name] != draw(name, "6", Some("7")), "{name}");
     }
 }
+
+/// A run folder works from any folder (issue 15): a teacher trained in `w/` with relative paths
+/// is distilled from an unrelated folder with `--teacher` relative to that one, the student and
+/// the teacher resume from a third folder, and the student is sampled and scored from there. The
+/// stored configs hold absolute paths, and where a run was started from does not change its
+/// identity; a stored relative path (as an older fewstep wrote) that does not exist here is
+/// refused naming the config it came from and the key.
+#[test]
+fn run_folders_work_from_any_folder() {
+    let root = std::env::temp_dir().join(format!("fewstep-anywhere-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (w, b, c) = (root.join("w"), root.join("b/deeper"), root.join("c"));
+    for d in [&w, &b, &c] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    base_fixture(&w);
+    let abs_w = w.canonicalize().unwrap();
+    let config = |run: &Path| -> toml::Table {
+        std::fs::read_to_string(run.join("config.toml"))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let path_of = |t: &toml::Table, key: &str| PathBuf::from(t[key].as_str().unwrap());
+    let teacher = config(&w.join("teacher"));
+    assert_eq!(path_of(&teacher, "data"), abs_w.join("ring8.h5"));
+    assert_eq!(path_of(&teacher, "out"), abs_w.join("teacher"));
+
+    // Distil from b: the teacher by a path relative to b, its data from its stored config.
+    run_in(
+        &b,
+        &[
+            "distill",
+            "--teacher",
+            "../../w/teacher",
+            "--config",
+            "../../w/small.toml",
+            "--student-steps",
+            "2",
+            "--steps",
+            "10",
+            "--out",
+            "student",
+        ],
+    );
+    let student = config(&b.join("student"));
+    assert_eq!(path_of(&student, "data"), abs_w.join("ring8.h5"));
+    assert_eq!(path_of(&student, "teacher"), abs_w.join("teacher"));
+    assert_eq!(path_of(&student, "init"), abs_w.join("teacher"));
+    assert_eq!(
+        path_of(&student, "out"),
+        b.canonicalize().unwrap().join("student")
+    );
+
+    // From c: resume the student, then the teacher; sample the student and score it.
+    run_in(
+        &c,
+        &[
+            "distill",
+            "--resume",
+            "--out",
+            "../b/deeper/student",
+            "--steps",
+            "20",
+        ],
+    );
+    assert_eq!(latest(&b.join("student")).0, 20);
+    run_in(
+        &c,
+        &[
+            "train",
+            "--resume",
+            "--out",
+            "../w/teacher",
+            "--steps",
+            "30",
+        ],
+    );
+    assert_eq!(latest(&w.join("teacher")).0, 30);
+    run_in(
+        &c,
+        &[
+            "sample",
+            "--checkpoint",
+            "../b/deeper/student",
+            "--n",
+            "200",
+            "--out",
+            "s.h5",
+        ],
+    );
+    run_in(&c, &["eval", "s.h5", "--reference", "../w/ring8.h5"]);
+
+    // The same teacher started from c with other relative paths is the same run.
+    run_in(
+        &c,
+        &[
+            "train",
+            "--data",
+            "../w/ring8.h5",
+            "--config",
+            "../w/small.toml",
+            "--steps",
+            "20",
+            "--out",
+            "teacher-here",
+        ],
+    );
+    let meta = |f: PathBuf| checkpoint::load(&f, &[]).unwrap().meta;
+    let here = meta(c.join("teacher-here").join(LAST));
+    let there = meta(w.join("teacher").join(LAST));
+    assert_eq!(here.run_hash, there.run_hash);
+    assert!(here.run_hash.is_some());
+
+    // A run recorded by an older fewstep: relative paths in its config and identity.
+    let old = w.join("old-teacher");
+    copy_tree(&w.join("teacher"), &old);
+    for step in [30, 20] {
+        let ck = old.join(checkpoint::file_name(step));
+        let Checkpoint {
+            mut meta, state, ..
+        } = checkpoint::load(&ck, &PARTS).unwrap();
+        let mut cfg: toml::Table = meta.config.parse().unwrap();
+        cfg.insert("data".into(), "ring8.h5".into());
+        cfg.insert("out".into(), "old-teacher".into());
+        meta.config = toml::to_string(&cfg).unwrap();
+        let mut id: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(meta.identity.as_deref().unwrap()).unwrap();
+        id.insert("data".into(), "\"ring8.h5\"".into());
+        id.insert("out".into(), "\"old-teacher\"".into());
+        meta.identity = Some(serde_json::to_string(&id).unwrap());
+        std::fs::remove_file(&ck).unwrap();
+        checkpoint::save(&old, &meta, &state).unwrap();
+    }
+    // Its identity still matches the run asked for (the path entries are left out).
+    let overrides = fewstep::config::Overrides::default()
+        .path("data", Some(&w.join("ring8.h5")))
+        .path("out", Some(&old))
+        .set("steps", Some(30i64));
+    let cfg = fewstep::run::train::resolve(Some(&w.join("small.toml")), &overrides, false).unwrap();
+    assert_eq!(fewstep::run::train::check_reusable(&cfg).unwrap(), Some(30));
+    let other = overrides.set("lr", Some(0.01));
+    let cfg = fewstep::run::train::resolve(Some(&w.join("small.toml")), &other, false).unwrap();
+    let e = format!(
+        "{:#}",
+        fewstep::run::train::check_reusable(&cfg).unwrap_err()
+    );
+    assert!(e.contains("lr 0.002 -> 0.01"), "{e}");
+    // From b its relative paths do not exist: refused, naming the stored config and the key.
+    let cases = [
+        (
+            "a teacher whose stored data path is relative to another folder",
+            args("distill --teacher ../../w/old-teacher --student-steps 2 --steps 10 --out s2"),
+            vec![
+                "the config of the teacher ",
+                "old-teacher/ckpt-000000030.safetensors: data = \"ring8.h5\" does not exist",
+                "where this runs); give its place with --data",
+            ],
+        ),
+        (
+            "a resumed run whose stored data path is relative to another folder",
+            args("train --resume --out ../../w/old-teacher --steps 40"),
+            vec![
+                "the config of ../../w/old-teacher/ckpt-000000030.safetensors: data = \"ring8.h5\"",
+                "does not exist",
+            ],
+        ),
+    ];
+    for (what, args, names) in &cases {
+        check_bad_case(
+            &b,
+            &BadCase {
+                what,
+                args: args.clone(),
+                names: names.clone(),
+            },
+        );
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}

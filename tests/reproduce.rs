@@ -488,7 +488,18 @@ fn scale_multiplies_every_schedule_length() {
     assert_eq!(int(pd, &["objective", "iters_per_round"]), 333);
     // Not scaled: the number of teacher steps of the grid.
     assert_eq!(int(cd, &["objective", "teacher_steps_end"]), 1280);
-    assert!(err(&["reproduce", "table3", "--scale=-1"]).contains("--scale must be a positive"));
+    let e = err(&["reproduce", "table3", "--scale=-1"]);
+    assert!(
+        e.contains("'--scale <SCALE>': expected a number > 0 and <= 1000"),
+        "{e}"
+    );
+    // The preset's `scale` and --scale together stay in range too.
+    let mut c = fewstep::reproduce::distill::load("table3", TABLE3, "quick", None, 500.0).unwrap();
+    assert_eq!(c.scale, 500.0);
+    c.scale = 3.0;
+    let e = fewstep::reproduce::distill::scale_config(&mut c, 500.0).unwrap_err();
+    assert!(e.to_string().contains("`scale` x --scale"), "{e}");
+    assert_eq!(c.scale, 3.0, "a refused factor changes nothing");
 }
 
 #[test]

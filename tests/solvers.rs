@@ -576,5 +576,8 @@ order = 3
     std::fs::write(&cfg, "datasets = [\"ring8\"]\nnfe = [0, 2]\n").unwrap();
     let o = fewstep(&args);
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && e.contains("at least 1"), "{e}");
+    assert!(
+        !o.status.success() && e.contains("small.toml: nfe: budgets must be whole numbers >= 1"),
+        "{e}"
+    );
 }

@@ -16,7 +16,7 @@ pub struct Args {
     #[arg(long)]
     pub schedule: Option<String>,
     /// eta: the fraction of the measured error kept (the paper's xvar_frac).
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = 0.75, allow_negative_numbers = true, value_parser = super::non_negative)]
     pub eta: f64,
     /// Grid intervals: the table has points t = i / points, i = 0..=points.
     #[arg(long, default_value_t = 64, allow_negative_numbers = true, value_parser = super::count::<usize>)]

@@ -123,6 +123,20 @@ pub(crate) fn count<T: TryFrom<i64>>(s: &str) -> Result<T, String> {
         .ok_or_else(|| format!("{n} is too large (at most {})", i64::MAX))
 }
 
+/// clap's parser for a float flag that must be a finite number >= 0 (`--eta`): NaN and the
+/// infinities parse as numbers, so they are refused here by name.
+pub(crate) fn non_negative(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number, got {s:?}"))?;
+    if v >= 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("expected a finite number >= 0, got {v}"))
+    }
+}
+
 /// Parses arguments, runs the command, prints an error with its causes on one line.
 pub fn main() -> ExitCode {
     default_sigpipe();

@@ -15,8 +15,9 @@ pub struct Args {
     /// TOML file overriding preset fields (schemas/reproduce-*.schema.json).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Multiplies every run's training steps (and annealing / round lengths) by this factor.
-    #[arg(long, default_value_t = 1.0)]
+    /// Multiplies every run's training steps (and annealing / round lengths) by this factor
+    /// (> 0, at most 1000).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = scale)]
     pub scale: f64,
     /// table2/table3/table4: repeat the table with this many seeds (the preset's `seed`, `seed + 1`,
     /// ...) and report mean +- standard deviation [default: the preset's `seeds`, 1].
@@ -40,6 +41,18 @@ pub enum What {
     Table4,
     /// 1-D two-modes trajectories of 1, 2, 4-step consistency models and DDIM (PNG).
     Figure1,
+}
+
+/// clap's parser for `--scale`: a number in (0, 1000] (NaN, infinities, 0 and negatives refused).
+fn scale(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a number, got {s:?}"))?;
+    match distill::scale_problem(v) {
+        None => Ok(v),
+        Some(problem) => Err(problem),
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {

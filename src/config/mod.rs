@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 pub mod de;
@@ -24,6 +24,53 @@ impl ConfigBuilder {
             table: parse(defaults, "built-in defaults")?,
             origin: BTreeMap::new(),
         })
+    }
+
+    /// Starts from a config stored by an earlier command (a run's own config when it resumes):
+    /// every key is `origin`'s, which errors name ([`Self::check_paths`], [`Self::build`]).
+    pub fn from_stored(text: &str, origin: &str) -> Result<Self> {
+        let table = parse(text, origin)?;
+        let origin = table
+            .keys()
+            .map(|k| (k.clone(), origin.to_string()))
+            .collect();
+        Ok(ConfigBuilder { table, origin })
+    }
+
+    /// Sets a plain key to a value taken from another config (`origin`, e.g. a teacher
+    /// checkpoint's), which errors about the key name.
+    pub fn set_from<V: Into<Value>>(mut self, key: &str, value: Option<V>, origin: &str) -> Self {
+        if let Some(v) = value {
+            self.origin.insert(key.to_string(), origin.to_string());
+            self.table.insert(key.to_string(), v.into());
+        }
+        self
+    }
+
+    /// Refuses a path under one of `keys` that does not exist when it came from a config file
+    /// or a stored config, naming that config and the key: `the config of r/ckpt-1.safetensors:
+    /// data = "ring8.h5" does not exist (relative to /home/u/other, where this runs)`. A path
+    /// given as a flag is left to the command, whose error names it.
+    pub fn check_paths(&self, keys: &[&str]) -> Result<()> {
+        for key in keys {
+            let (Some(Value::String(path)), Some(origin)) =
+                (self.table.get(*key), self.origin.get(*key))
+            else {
+                continue;
+            };
+            let p = Path::new(path);
+            if p.exists() {
+                continue;
+            }
+            let relative = match (p.is_relative(), std::env::current_dir()) {
+                (true, Ok(cwd)) => format!(" (relative to {}, where this runs)", cwd.display()),
+                _ => String::new(),
+            };
+            anyhow::bail!(
+                "{origin}: {key} = {path:?} does not exist{relative}; give its place with --{key}"
+            );
+        }
+        Ok(())
     }
 
     /// Layers a config file on top: its keys replace the defaults', plugin tables whole.
@@ -85,6 +132,19 @@ impl ConfigBuilder {
         &self.table
     }
 
+    /// `error` with the config file in front when it is a [`FieldError`] whose key came from one
+    /// (`run.toml: objective.teacher_steps: ...`), as [`Self::build`] writes its errors; any
+    /// other error unchanged. For the checks that run on the built config.
+    pub fn locate(&self, error: anyhow::Error) -> anyhow::Error {
+        let file = error
+            .downcast_ref::<FieldError>()
+            .and_then(|f| self.origin.get(f.top_key()));
+        match file {
+            Some(file) => anyhow::anyhow!("{file}: {error}"),
+            None => error,
+        }
+    }
+
     /// Deserialises into the typed config. An error is one line: the config file the key came
     /// from (if it came from one), the key's path and what is wrong with it, with the valid
     /// choices, e.g. `run.toml: integrator.variance: unknown variant "x"; valid: analytic, ...`.
@@ -133,6 +193,67 @@ impl Overrides {
     }
 }
 
+/// A field out of its valid range, found by a check on the built config (where the range depends
+/// on another field, or for a config assembled in code): shown as `key: message`, the form of a
+/// deserialisation error, with the value in the message. A plugin's `validate` returns it for
+/// its own field; the config holding the plugin puts its key in front ([`FieldError::under`])
+/// and [`ConfigBuilder::locate`] the config file.
+#[derive(Debug)]
+pub struct FieldError {
+    key: String,
+    message: String,
+}
+
+impl FieldError {
+    /// The error of field `key` (dotted for a nested one).
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error one table up: `teacher_steps` in `objective` is `objective.teacher_steps`.
+    pub fn under(self, parent: &str) -> Self {
+        FieldError {
+            key: format!("{parent}.{}", self.key),
+            message: self.message,
+        }
+    }
+
+    /// The field's dotted key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn top_key(&self) -> &str {
+        self.key.split('.').next().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// Fails with a [`FieldError`]: field `key` and what is wrong with its value.
+pub fn field_error<T>(key: &str, message: impl Into<String>) -> Result<T> {
+    Err(FieldError::new(key, message).into())
+}
+
+/// An error of the plugin in field `key` (named `name`) as the config holding it reports it: a
+/// [`FieldError`] of the plugin's own field gets `key.` in front (`objective.teacher_steps`),
+/// another error the context "in `key` (name)".
+pub fn in_plugin(error: anyhow::Error, key: &str, name: &str) -> anyhow::Error {
+    match error.downcast::<FieldError>() {
+        Ok(f) => f.under(key).into(),
+        Err(e) => e.context(format!("in `{key}` ({name})")),
+    }
+}
+
 fn parse(text: &str, origin: &str) -> Result<Table> {
     text.parse::<Table>().map_err(|e| {
         let at = e.span().map_or(String::new(), |span| {
@@ -163,6 +284,33 @@ pub fn clone_plugin<T: serde::Serialize + DeserializeOwned>(plugin: &T) -> Resul
 /// A resolved config as TOML text (recorded in output files and checkpoints).
 pub fn to_toml<T: serde::Serialize>(config: &T) -> Result<String> {
     toml::to_string(config).context("cannot serialise config to TOML")
+}
+
+/// `path` as an absolute path — canonical (links and `..` resolved) when it exists, else its
+/// canonical folder joined with its name, else joined to the current folder — so a stored config
+/// reads the same from any folder.
+pub fn absolute(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let in_folder = || {
+        let name = path.file_name()?;
+        let folder = match path.parent()? {
+            p if p.as_os_str().is_empty() => Path::new("."),
+            p => p,
+        };
+        Some(std::fs::canonicalize(folder).ok()?.join(name))
+    };
+    in_folder()
+        .or_else(|| std::path::absolute(path).ok())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// `deserialize_with` for an optional path that a stored config is read back with from another
+/// folder (aDDIM's `table`): made [`absolute`] as it is read.
+pub fn absolute_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let p = <Option<PathBuf> as serde::Deserialize>::deserialize(d)?;
+    Ok(p.map(|p| absolute(&p)))
 }
 
 /// `deserialize_with` check for a parameter that must be a finite number > 0.

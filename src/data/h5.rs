@@ -7,35 +7,6 @@ use std::path::Path;
 /// String attributes stored on `/data` (e.g. steps, NFE, seed, the resolved config as TOML).
 pub type Attrs = Vec<(String, String)>;
 
-/// How many times larger than its file the data a file describes can be: deflate, the strongest
-/// compressing filter of the HDF5 fewstep links, shrinks a chunk at most about 1032:1.
-pub const MAX_EXPANSION: u64 = 1032;
-
-/// The bytes dataset `ds` declares (its shape times its element size), checked against what its
-/// file can hold. The shape is read from the file and sizes buffers before a value is read, so a
-/// damaged shape must end in an error here, not in an allocation of terabytes.
-pub fn check_declared_size(ds: &hdf5::Dataset) -> Result<u64> {
-    let file = ds.filename();
-    let shape = ds.shape();
-    let elem = ds
-        .dtype()
-        .with_context(|| format!("{file}: `{}` has an unreadable type", ds.name()))?
-        .size();
-    let file_len = std::fs::metadata(&file).map_or(u64::MAX, |m| m.len());
-    let bytes = shape
-        .iter()
-        .try_fold(elem as u64, |n, &d| n.checked_mul(d as u64));
-    match bytes {
-        Some(b) if b <= file_len.saturating_mul(MAX_EXPANSION) => Ok(b),
-        _ => bail!(
-            "{file}: `{}` declares shape {shape:?} of {elem}-byte values, more than its \
-             {file_len}-byte file can hold even compressed ({MAX_EXPANSION}:1): the file is \
-             damaged, or the dataset was never written",
-            ds.name()
-        ),
-    }
-}
-
 /// A dense float32 array with its shape (row-major; shape[0] = N).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataArray {
@@ -70,57 +41,12 @@ pub fn read_data(path: &Path) -> Result<DataArray> {
     Ok(DataArray { values, shape })
 }
 
-/// Refuses compression this build cannot decode, naming it, before a read fails inside HDF5
-/// (whose message is about a plugin folder): the built-in filters are deflate (gzip), shuffle,
-/// Fletcher-32, n-bit and scale-offset; plugins such as h5py's lzf, blosc, lz4, bitshuffle or
-/// zstd, and szip (not in this HDF5 build), are not.
-pub fn check_filters(path: &Path, data: &hdf5::Dataset) -> Result<()> {
-    use hdf5::filters::Filter;
-    for f in &data.filters() {
-        let name = match f {
-            Filter::Deflate(_)
-            | Filter::Shuffle
-            | Filter::Fletcher32
-            | Filter::NBit
-            | Filter::ScaleOffset(_) => continue,
-            Filter::SZip(..) => "szip".to_string(),
-            Filter::User(id, _) => match id {
-                32000 => "lzf (h5py's, filter 32000)".to_string(),
-                32001 => "blosc (filter 32001)".to_string(),
-                32004 => "lz4 (filter 32004)".to_string(),
-                32008 => "bitshuffle (filter 32008)".to_string(),
-                32015 => "zstd (filter 32015)".to_string(),
-                id => format!("HDF5 filter {id}"),
-            },
-        };
-        bail!(
-            "{}: `/data` is compressed with {name}, which fewstep's HDF5 cannot decode; \
-             supported: gzip (deflate), shuffle, fletcher32, n-bit, scale-offset. Rewrite it, \
-             e.g. with h5py `compression=\"gzip\"`, or save it as .npy for `fewstep data import`",
-            path.display()
-        );
-    }
-    Ok(())
-}
-
-/// Opens `/data` of `path`, checking it is `[N, ...]` with at least 2 dimensions.
+/// Opens `/data` of `path` with every check of the loader's opener ([`super::source::open`]:
+/// `[N, ...]` with at least 2 dimensions, a size the file can hold, a supported dtype and
+/// filters), so each command refuses a bad file with the same message.
 pub fn open_data(path: &Path) -> Result<hdf5::Dataset> {
-    let file = hdf5::File::open(path)
-        .with_context(|| format!("cannot open HDF5 file {}", path.display()))?;
-    let ds = file.dataset("data").with_context(|| {
-        format!("{} has no `/data` dataset: a fewstep dataset stores its samples there (see schemas/dataset.md)", path.display())
-    })?;
-    let shape = ds.shape();
-    if shape.len() < 2 {
-        bail!(
-            "{}: `/data` has shape {:?}; expected [N, ...] with at least 2 dimensions",
-            path.display(),
-            shape
-        );
-    }
-    check_declared_size(&ds)?;
-    check_filters(path, &ds)?;
-    Ok(ds)
+    // The file stays open while the dataset is (HDF5's default weak close).
+    Ok(super::source::open(path)?.data)
 }
 
 /// Rows `rows` of a `/data` opened by [`open_data`] as float32 (uint8 scaled to [-1, 1]),

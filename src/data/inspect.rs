@@ -46,9 +46,10 @@ pub struct LabelSummary {
 /// How many indices of rows with NaN/Inf a report lists.
 pub const BAD_ROWS_SHOWN: usize = 10;
 
-/// Scans the whole of `/data` block by block.
+/// Scans the whole of `/data` block by block. float16 `/data`, which the loader refuses, is
+/// read and reported too (with a note that it needs converting).
 pub fn inspect(path: &Path) -> Result<Report> {
-    let rd = RowReader::new(source::open(path)?)?;
+    let rd = RowReader::new(source::open_any(path)?)?;
     let df = &rd.df;
     let info = df.info.clone();
     let n = info.rows();
@@ -69,12 +70,16 @@ pub fn inspect(path: &Path) -> Result<Report> {
                     st.add(x as f64, source::u8_to_f32(x as u8) as f64, c);
                 }
             }
-            Elem::F32 | Elem::F64 => {
-                let size = if info.elem == Elem::F32 { 4 } else { 8 };
+            Elem::F16 | Elem::F32 | Elem::F64 => {
+                let size = info.elem.size();
                 for (r, row) in bytes.chunks_exact(rd.row_bytes()).enumerate() {
                     let mut finite = true;
                     for b in row.chunks_exact(size) {
                         let (x, loaded) = match size {
+                            2 => {
+                                let x = source::f16_at(b) as f64;
+                                (x, x)
+                            }
                             4 => {
                                 let x = f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64;
                                 (x, x)
@@ -234,6 +239,13 @@ impl fmt::Display for Report {
             mib(self.storage_bytes),
             mib(i.bytes())
         )?;
+        if i.elem == Elem::F16 {
+            writeln!(
+                f,
+                "note:        float16 is read here only; training, sampling and eval need float32, \
+                 float64 or uint8 (numpy `.astype(np.float32)` converts)"
+            )?;
+        }
         if self.min <= self.max {
             write!(f, "values:      min {}, max {}", self.min, self.max)?;
             if i.elem == Elem::U8 {
@@ -295,7 +307,7 @@ fn mib(b: u64) -> String {
 /// Rows must be images: `[C, H, W]` with C = 1 or 3, or `[H, W]`. Float values are taken to be
 /// in [-1, 1]. Small images are scaled up so the grid is readable.
 pub fn write_grid(path: &Path, out: &Path, count: usize) -> Result<usize> {
-    let rd = RowReader::new(source::open(path)?)?;
+    let rd = RowReader::new(source::open_any(path)?)?;
     let df = &rd.df;
     let (c, h, w) = match *df.info.row_shape() {
         [c @ (1 | 3), h, w] => (c, h, w),

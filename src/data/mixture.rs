@@ -58,7 +58,7 @@ impl Mixture {
             let ds = g
                 .dataset(name)
                 .with_context(|| format!("{}: `/mixture/{name}` is missing", path.display()))?;
-            super::h5::check_declared_size(&ds)?;
+            super::source::check_declared_size(&ds)?;
             Ok((ds.read_raw::<f64>()?, ds.shape()))
         };
         let (weights, _) = read("weights")?;

@@ -5,6 +5,68 @@ use anyhow::{bail, Context, Result};
 use hdf5::types::{FloatSize, IntSize, TypeDescriptor};
 use std::path::{Path, PathBuf};
 
+/// How many times larger than its file the data a file describes can be: deflate, the strongest
+/// compressing filter of the HDF5 fewstep links, shrinks a chunk at most about 1032:1.
+pub const MAX_EXPANSION: u64 = 1032;
+
+/// The bytes dataset `ds` declares (its shape times its element size), checked against what its
+/// file can hold. The shape is read from the file and sizes buffers before a value is read, so a
+/// damaged shape must end in an error here, not in an allocation of terabytes.
+pub fn check_declared_size(ds: &hdf5::Dataset) -> Result<u64> {
+    let file = ds.filename();
+    let shape = ds.shape();
+    let elem = ds
+        .dtype()
+        .with_context(|| format!("{file}: `{}` has an unreadable type", ds.name()))?
+        .size();
+    let file_len = std::fs::metadata(&file).map_or(u64::MAX, |m| m.len());
+    let bytes = shape
+        .iter()
+        .try_fold(elem as u64, |n, &d| n.checked_mul(d as u64));
+    match bytes {
+        Some(b) if b <= file_len.saturating_mul(MAX_EXPANSION) => Ok(b),
+        _ => bail!(
+            "{file}: `{}` declares shape {shape:?} of {elem}-byte values, more than its \
+             {file_len}-byte file can hold even compressed ({MAX_EXPANSION}:1): the file is \
+             damaged, or the dataset was never written",
+            ds.name()
+        ),
+    }
+}
+
+/// Refuses compression this build cannot decode, naming it, before a read fails inside HDF5
+/// (whose message is about a plugin folder): the built-in filters are deflate (gzip), shuffle,
+/// Fletcher-32, n-bit and scale-offset; plugins such as h5py's lzf, blosc, lz4, bitshuffle or
+/// zstd, and szip (not in this HDF5 build), are not.
+pub fn check_filters(path: &Path, data: &hdf5::Dataset) -> Result<()> {
+    use hdf5::filters::Filter;
+    for f in &data.filters() {
+        let name = match f {
+            Filter::Deflate(_)
+            | Filter::Shuffle
+            | Filter::Fletcher32
+            | Filter::NBit
+            | Filter::ScaleOffset(_) => continue,
+            Filter::SZip(..) => "szip".to_string(),
+            Filter::User(id, _) => match id {
+                32000 => "lzf (h5py's, filter 32000)".to_string(),
+                32001 => "blosc (filter 32001)".to_string(),
+                32004 => "lz4 (filter 32004)".to_string(),
+                32008 => "bitshuffle (filter 32008)".to_string(),
+                32015 => "zstd (filter 32015)".to_string(),
+                id => format!("HDF5 filter {id}"),
+            },
+        };
+        bail!(
+            "{}: `/data` is compressed with {name}, which fewstep's HDF5 cannot decode; \
+             supported: gzip (deflate), shuffle, fletcher32, n-bit, scale-offset. Rewrite it, \
+             e.g. with h5py `compression=\"gzip\"`, or save it as .npy for `fewstep data import`",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Element types `/data` may be stored as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Elem {
@@ -13,6 +75,9 @@ pub enum Elem {
     F32,
     /// Read as float32.
     F64,
+    /// IEEE half precision: only `fewstep data inspect` reads it ([`open_any`]); the loader and
+    /// every other command refuse it ([`open`]).
+    F16,
 }
 
 impl Elem {
@@ -21,6 +86,7 @@ impl Elem {
             Elem::U8 => 1,
             Elem::F32 => 4,
             Elem::F64 => 8,
+            Elem::F16 => 2,
         }
     }
     pub fn name(self) -> &'static str {
@@ -28,6 +94,7 @@ impl Elem {
             Elem::U8 => "uint8",
             Elem::F32 => "float32",
             Elem::F64 => "float64",
+            Elem::F16 => "float16",
         }
     }
 }
@@ -84,6 +151,30 @@ pub fn open(path: &Path) -> Result<DataFile> {
 /// [`open`], with HDF5's chunk cache off when `streaming`: reads of whole chunks then go
 /// straight from the file into the caller's buffer instead of through the cache.
 pub fn open_with(path: &Path, streaming: bool) -> Result<DataFile> {
+    let df = open_checked(path, streaming)?;
+    if df.info.elem == Elem::F16 {
+        bail!(unsupported_dtype(path, "float16"));
+    }
+    Ok(df)
+}
+
+/// [`open`], also accepting float16 `/data` (for `fewstep data inspect`, which reports what a
+/// file holds rather than refusing it).
+pub fn open_any(path: &Path) -> Result<DataFile> {
+    open_checked(path, false)
+}
+
+/// The refusal of a `/data` dtype the loader does not read, and what to do.
+fn unsupported_dtype(path: &Path, dtype: &str) -> String {
+    format!(
+        "{}: `/data` has dtype {dtype}; supported are float32, float64 and uint8 (images): \
+         convert it, e.g. with numpy `.astype(np.float32)` (`fewstep data inspect` reads it as it \
+         is)",
+        path.display()
+    )
+}
+
+fn open_checked(path: &Path, streaming: bool) -> Result<DataFile> {
     if !path.exists() {
         bail!("{}: no such file", path.display());
     }
@@ -123,19 +214,14 @@ pub fn open_with(path: &Path, streaming: bool) -> Result<DataFile> {
             path.display()
         );
     }
-    super::h5::check_declared_size(&data)?;
+    check_declared_size(&data)?;
     let elem = elem_of(&data).with_context(|| format!("{}: `/data`", path.display()))?;
     let elem = match elem {
         Some(e) => e,
-        None => bail!(
-            "{}: `/data` has dtype {}; supported are float32, float64 and uint8 (images): \
-             convert it, e.g. with numpy `.astype(np.float32)`",
-            path.display(),
-            dtype_name(&data)
-        ),
+        None => bail!(unsupported_dtype(path, &dtype_name(&data))),
     };
     let chunk = data.chunk();
-    super::h5::check_filters(path, &data)?;
+    check_filters(path, &data)?;
     let filters = data.filters().iter().map(|f| format!("{f:?}")).collect();
     Ok(DataFile {
         file,
@@ -151,8 +237,13 @@ pub fn open_with(path: &Path, streaming: bool) -> Result<DataFile> {
 }
 
 fn elem_of(ds: &hdf5::Dataset) -> Result<Option<Elem>> {
-    // A type HDF5 has but the crate cannot describe (float16) is unsupported, not an error.
-    let Ok(descriptor) = ds.dtype()?.to_descriptor() else {
+    let dtype = ds.dtype()?;
+    // The crate cannot describe float16 (`to_descriptor` fails), but HDF5 knows its class.
+    if is_float16(&dtype) {
+        return Ok(Some(Elem::F16));
+    }
+    // Another type HDF5 has but the crate cannot describe is unsupported, not an error.
+    let Ok(descriptor) = dtype.to_descriptor() else {
         return Ok(None);
     };
     Ok(match descriptor {
@@ -161,6 +252,32 @@ fn elem_of(ds: &hdf5::Dataset) -> Result<Option<Elem>> {
         TypeDescriptor::Float(FloatSize::U8) => Some(Elem::F64),
         _ => None,
     })
+}
+
+/// Whether `dtype` is a 2-byte IEEE float (float16; HDF5 converts it to float32 on reads).
+fn is_float16(dtype: &hdf5::Datatype) -> bool {
+    use hdf5_metno_sys::h5t::{H5T_class_t, H5Tget_class, H5Tget_fields};
+    if dtype.size() != 2 {
+        return false;
+    }
+    // SAFETY: `dtype` holds a valid datatype id for the duration of the calls; the out
+    // parameters are plain integers.
+    unsafe {
+        if H5Tget_class(dtype.id()) != H5T_class_t::H5T_FLOAT {
+            return false;
+        }
+        let (mut spos, mut epos, mut esize, mut mpos, mut msize) = (0, 0, 0, 0, 0);
+        let ok = H5Tget_fields(
+            dtype.id(),
+            &mut spos,
+            &mut epos,
+            &mut esize,
+            &mut mpos,
+            &mut msize,
+        );
+        // IEEE binary16: sign bit 15, 5 exponent bits at 10, 10 mantissa bits at 0.
+        ok >= 0 && (spos, epos, esize, mpos, msize) == (15, 10, 5, 0, 10)
+    }
 }
 
 /// A readable dtype name for error messages.
@@ -200,7 +317,7 @@ pub fn read_labels(df: &DataFile) -> Result<Option<Vec<i64>>> {
             dtype_name(&ds)
         ),
     }
-    super::h5::check_declared_size(&ds)?;
+    check_declared_size(&ds)?;
     Ok(Some(
         ds.read_raw::<i64>()
             .with_context(|| format!("{path}: reading `/labels`"))?,
@@ -332,6 +449,13 @@ impl RowReader {
                 let v = reader.read_slice::<f64, _, ndarray::IxDyn>(sel)?;
                 for (o, x) in out.chunks_exact_mut(8).zip(v.iter()) {
                     o.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+            Elem::F16 => {
+                // HDF5 converts float16 to float32 exactly; back to the stored 2 bytes.
+                let v = reader.read_slice::<f32, _, ndarray::IxDyn>(sel)?;
+                for (o, x) in out.chunks_exact_mut(2).zip(v.iter()) {
+                    o.copy_from_slice(&half::f16::from_f32(*x).to_le_bytes());
                 }
             }
         }
@@ -471,7 +595,18 @@ pub fn push_row(elem: Elem, bytes: &[u8], out: &mut Vec<f32>) -> Option<(usize, 
             let bad = bytes.chunks_exact(8).position(|b| !v(b).is_finite());
             bad.map(|i| (i, v(&bytes[i * 8..i * 8 + 8])))
         }
+        Elem::F16 => {
+            let start = out.len();
+            out.extend(bytes.chunks_exact(2).map(f16_at));
+            first_bad(&out[start..])
+        }
     }
+}
+
+/// The float16 value of two little-endian bytes, as float32 (exact).
+#[inline]
+pub fn f16_at(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
 }
 
 /// uint8 -> [-1, 1], vectorised with AVX2 where the CPU has it (it writes four bytes for
@@ -492,7 +627,7 @@ unsafe fn push_u8_avx2(bytes: &[u8], out: &mut Vec<f32>) {
     out.extend(bytes.iter().map(|&x| u8_to_f32(x)));
 }
 
-/// The uint8 -> [-1, 1] scaling, the same as [`super::h5::read_data`].
+/// The uint8 -> [-1, 1] scaling, the same as `read_data` (`data::h5`).
 #[inline(always)]
 pub fn u8_to_f32(x: u8) -> f32 {
     x as f32 / 127.5 - 1.0

@@ -39,7 +39,12 @@ pub struct XVar {
     pub variance: Source,
     /// Calibration file for `variance = "table"`: JSON {"t": [...], "xvar": [...]}, already
     /// scaled by eta, interpolated linearly in t.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// (Made absolute when read, so a run's stored config finds it from any folder.)
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::config::absolute_path"
+    )]
     pub table: Option<PathBuf>,
     #[serde(skip)]
     loaded: OnceLock<XVarTable>,
@@ -108,13 +113,20 @@ impl XVar {
     /// `variance = "table"`).
     pub fn check(&self) -> Result<()> {
         match (self.variance, &self.table) {
-            (Source::Table, None) => bail!(
-                "variance = \"table\" needs `table = \"calibration.json\"` (written by `fewstep \
-                 calibrate`)"
+            (Source::Table, None) => crate::config::field_error(
+                "variance",
+                "\"table\" needs `table = \"calibration.json\"` (written by `fewstep calibrate`)",
             ),
-            (Source::Analytic | Source::Exact, Some(p)) => bail!(
-                "`table = \"{}\"` is only read with variance = \"table\"",
-                p.display()
+            (Source::Analytic | Source::Exact, Some(p)) => crate::config::field_error(
+                "table",
+                format!(
+                    "\"{}\" is only read with variance = \"table\" (variance is \"{}\")",
+                    p.display(),
+                    match self.variance {
+                        Source::Exact => "exact",
+                        _ => "analytic",
+                    }
+                ),
             ),
             _ => Ok(()),
         }

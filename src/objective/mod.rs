@@ -195,7 +195,7 @@ pub trait DistillObjective: Send + Sync + Debug {
 /// implementations check before they store it.
 pub fn valid_student_steps(steps: usize) -> Result<usize> {
     if steps == 0 {
-        bail!("student_steps must be an integer >= 1, got 0");
+        return crate::config::field_error("student_steps", "expected a whole number >= 1, got 0");
     }
     Ok(steps)
 }

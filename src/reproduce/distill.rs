@@ -8,7 +8,7 @@
 
 use super::{builtin_set, preset_text, write_csv, write_text};
 use crate::checkpoint;
-use crate::config::{clone_plugin, ConfigBuilder, Overrides};
+use crate::config::{clone_plugin, field_error, ConfigBuilder, Overrides};
 use crate::data::{read_data, DataArray};
 use crate::integrator::Integrator;
 use crate::metrics::Metrics;
@@ -65,9 +65,18 @@ pub struct TableConfig {
     pub baselines: Vec<Baseline>,
     /// Multiplies the length of every run as it is resolved: `steps`, `checkpoint_every` and
     /// the objective's iteration counts (annealing, round lengths; each objective scales its
-    /// own). `--scale` multiplies it further.
-    #[serde(default = "unit_scale")]
+    /// own). `--scale` multiplies it further; > 0 and at most 1000, alone and together.
+    #[serde(default = "unit_scale", deserialize_with = "scale_factor")]
     pub scale: f64,
+}
+
+/// `deserialize_with` check of `scale`, so the error names the config file and key.
+fn scale_factor<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let s = <f64 as serde::Deserialize>::deserialize(d)?;
+    match scale_problem(s) {
+        None => Ok(s),
+        Some(problem) => Err(serde::de::Error::custom(problem)),
+    }
 }
 
 fn unit_scale() -> f64 {
@@ -130,14 +139,21 @@ pub fn load(
     scale: f64,
 ) -> Result<TableConfig> {
     let base = preset_text(what, presets, preset)?;
-    let mut cfg: TableConfig = ConfigBuilder::from_defaults(base)?.file(config)?.build()?;
+    let b = ConfigBuilder::from_defaults(base)?.file(config)?;
+    let mut cfg: TableConfig = b.build()?;
     scale_config(&mut cfg, scale)?;
-    check_sizes(&cfg)?;
+    check_sizes(&cfg).map_err(|e| b.locate(e))?;
     Ok(cfg)
 }
 
 /// Refuses row counts the machine's memory cannot hold (the sets are made in memory).
 pub fn check_sizes(cfg: &TableConfig) -> Result<()> {
+    if cfg.student_steps.contains(&0) {
+        return field_error(
+            "student_steps",
+            format!("expected whole numbers >= 1, got {:?}", cfg.student_steps),
+        );
+    }
     for name in &cfg.datasets {
         let row = crate::data::builtin::row_bytes(name).unwrap_or(8);
         for (key, n) in [
@@ -146,7 +162,7 @@ pub fn check_sizes(cfg: &TableConfig) -> Result<()> {
             ("n", cfg.n),
         ] {
             if n == 0 {
-                bail!("`{key}` must be at least 1");
+                return field_error(key, "expected a whole number >= 1, got 0");
             }
             crate::limits::check_memory(&format!("`{key}` = {n} rows of {name}"), n as u128 * row)?;
         }
@@ -154,11 +170,29 @@ pub fn check_sizes(cfg: &TableConfig) -> Result<()> {
     Ok(())
 }
 
+/// The largest length factor, `--scale` and a config's `scale` together: 1000 times a
+/// preset's runs (the paper preset's 200,000 iterations become 2 x 10^8) is far past any run
+/// this engine is meant for, and larger factors overflow step counts (1e30 saturates u64).
+pub const MAX_SCALE: f64 = 1000.0;
+
+/// Why `s` is no length factor, if it is none: the valid range is (0, [`MAX_SCALE`]].
+pub fn scale_problem(s: f64) -> Option<String> {
+    (!(s > 0.0 && s <= MAX_SCALE)).then(|| {
+        format!(
+            "expected a number > 0 and <= {MAX_SCALE} (a factor on every run's length), got {s}"
+        )
+    })
+}
+
 /// Multiplies the length of every run by `scale` (`--scale`).
 pub fn scale_config(cfg: &mut TableConfig, scale: f64) -> Result<()> {
-    for (what, s) in [("--scale", scale), ("`scale`", cfg.scale)] {
-        if !(s > 0.0 && s.is_finite()) {
-            bail!("{what} must be a positive number, got {s}");
+    for (what, s) in [
+        ("--scale", scale),
+        ("`scale`", cfg.scale),
+        ("`scale` x --scale", cfg.scale * scale),
+    ] {
+        if let Some(problem) = scale_problem(s) {
+            bail!("{what}: {problem}");
         }
     }
     cfg.scale *= scale;

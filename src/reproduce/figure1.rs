@@ -5,7 +5,7 @@
 //! segment (the integrator's step to points inside the segment), t = 0 (data) on top.
 
 use super::distill::{self, Presets, TableConfig};
-use crate::config::{clone_plugin, ConfigBuilder, Overrides};
+use crate::config::{clone_plugin, ConfigBuilder, FieldError, Overrides};
 use crate::denoiser::DenoiserSpec;
 use crate::plot::{path_panels, PathPanel};
 use crate::run::sample::{trajectories, SampleConfig};
@@ -36,16 +36,19 @@ pub fn load(
     scale: f64,
 ) -> Result<Figure1Config> {
     let base = super::preset_text("figure1", presets, preset)?;
-    let mut cfg: Figure1Config = ConfigBuilder::from_defaults(base)?.file(config)?.build()?;
+    let b = ConfigBuilder::from_defaults(base)?.file(config)?;
+    let mut cfg: Figure1Config = b.build()?;
     distill::scale_config(&mut cfg.table, scale)?;
-    distill::check_sizes(&cfg.table)?;
+    distill::check_sizes(&cfg.table).map_err(|e| b.locate(e))?;
     for (key, v) in [
         ("trajectories", cfg.trajectories),
         ("points_per_segment", cfg.points_per_segment),
         ("exact_steps", cfg.exact_steps),
     ] {
         if v == 0 {
-            bail!("`{key}` must be at least 1");
+            return Err(
+                b.locate(FieldError::new(key, "expected a whole number >= 1, got 0").into())
+            );
         }
     }
     cfg.exact_denoiser.validate().with_context(|| {

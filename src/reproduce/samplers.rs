@@ -4,7 +4,7 @@
 
 use super::builtin_set;
 use super::{write_csv, write_text};
-use crate::config::ConfigBuilder;
+use crate::config::{field_error, in_plugin, ConfigBuilder};
 use crate::data::builtin::make_set;
 use crate::data::DataArray;
 use crate::denoiser::{BuildCtx, DenoiserSpec};
@@ -61,8 +61,9 @@ pub struct Row {
 /// Resolves a preset name or config file.
 pub fn load(preset: &str, config: Option<&Path>) -> Result<SamplersConfig> {
     let base = super::preset_text("samplers", &[("quick", QUICK)], preset)?;
-    let cfg: SamplersConfig = ConfigBuilder::from_defaults(base)?.file(config)?.build()?;
-    cfg.check()?;
+    let b = ConfigBuilder::from_defaults(base)?.file(config)?;
+    let cfg: SamplersConfig = b.build()?;
+    cfg.check().map_err(|e| b.locate(e))?;
     Ok(cfg)
 }
 
@@ -70,14 +71,15 @@ impl SamplersConfig {
     /// Checks the sizes and every plugin's settings, before any work.
     pub fn check(&self) -> Result<()> {
         if self.nfe.contains(&0) {
-            bail!("`nfe` budgets must be at least 1, got {:?}", self.nfe);
-        }
-        if self.n == 0 || self.reference_n == 0 {
-            bail!(
-                "`n` and `reference_n` must be at least 1 (got n = {}, reference_n = {})",
-                self.n,
-                self.reference_n
+            return field_error(
+                "nfe",
+                format!("budgets must be whole numbers >= 1, got {:?}", self.nfe),
             );
+        }
+        for (key, n) in [("n", self.n), ("reference_n", self.reference_n)] {
+            if n == 0 {
+                return field_error(key, "expected a whole number >= 1, got 0");
+            }
         }
         for name in &self.datasets {
             let row = crate::data::builtin::row_bytes(name).unwrap_or(8);
@@ -90,13 +92,13 @@ impl SamplersConfig {
         }
         self.schedule
             .validate()
-            .with_context(|| format!("in `schedule` ({})", self.schedule.typetag_name()))?;
+            .map_err(|e| in_plugin(e, "schedule", self.schedule.typetag_name()))?;
         self.denoiser
             .validate()
-            .with_context(|| format!("in `denoiser` ({})", self.denoiser.typetag_name()))?;
+            .map_err(|e| in_plugin(e, "denoiser", self.denoiser.typetag_name()))?;
         for (i, integrator) in self.integrators.iter().enumerate() {
-            integrator.validate().with_context(|| {
-                format!("in `integrators[{i}]` ({})", integrator.typetag_name())
+            integrator.validate().map_err(|e| {
+                in_plugin(e, &format!("integrators[{i}]"), integrator.typetag_name())
             })?;
         }
         Ok(())

@@ -37,8 +37,13 @@ pub fn table_path(checkpoint: &Path) -> PathBuf {
 
 /// Measures and writes the table; returns it with the checkpoint file and the output path.
 pub fn calibrate(c: &Calibrate) -> Result<(XVarTable, PathBuf, PathBuf)> {
-    if !(c.eta >= 0.0 && c.eta.is_finite()) || c.points == 0 || c.n == 0 {
-        bail!("eta must be >= 0, and points and n positive");
+    if !(c.eta >= 0.0 && c.eta.is_finite()) {
+        bail!("--eta: expected a finite number >= 0, got {}", c.eta);
+    }
+    for (flag, n) in [("--points", c.points), ("--n", c.n)] {
+        if n == 0 {
+            bail!("{flag}: expected a whole number >= 1, got 0");
+        }
     }
     crate::limits::check_memory(
         &format!("a table of --points {}", c.points),

@@ -1,7 +1,7 @@
 //! Distillation runs (`fewstep distill`): the trainer on distillation defaults, with the student
 //! taking its network, initial weights and data from a teacher checkpoint.
 
-use super::train::{builder, require_data};
+use super::train::{builder, check_paths, require_data};
 use crate::checkpoint;
 use crate::config::{ConfigBuilder, Overrides};
 use crate::train::TrainConfig;
@@ -31,6 +31,7 @@ pub fn resolve(
         b = from_teacher(b, &teacher)?;
     }
     require_data(&b)?;
+    check_paths(&b, resume)?;
     let t = b.table();
     if !resume && !t.contains_key("teacher") && !t.contains_key("teacher_denoiser") {
         bail!(
@@ -40,9 +41,11 @@ pub fn resolve(
     }
     let mut cfg: TrainConfig = b.build()?;
     if let Some(s) = student_steps {
-        cfg.objective.set_student_steps(s)?;
+        cfg.objective
+            .set_student_steps(s)
+            .with_context(|| format!("--student-steps {s}"))?;
     }
-    cfg.check()?;
+    cfg.check().map_err(|e| b.locate(e))?;
     Ok(cfg)
 }
 
@@ -60,7 +63,8 @@ pub fn from_teacher(b: ConfigBuilder, teacher: &Path) -> Result<ConfigBuilder> {
     };
     let init = unset("init").then(|| teacher.display().to_string());
     let data = unset("data").then(|| config.get("data").cloned()).flatten();
+    let origin = format!("the config of the teacher {}", path.display());
     Ok(b.set("denoiser", denoiser)
         .set("init", init)
-        .set("data", data))
+        .set_from("data", data, &origin))
 }

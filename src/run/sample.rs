@@ -63,36 +63,34 @@ impl SampleConfig {
             let table = toml::Value::Table(checkpoint::denoiser_table(meta)?);
             b = b.set("denoiser", Some(table));
         }
-        let cfg: Self = b.apply(overrides).build()?;
-        cfg.check()?;
+        let b = b.apply(overrides);
+        let cfg: Self = b.build()?;
+        cfg.check().map_err(|e| b.locate(e))?;
         Ok(cfg)
     }
 
-    /// Checks the counts and every plugin's settings ([`Schedule::validate`] and the like).
+    /// Checks the counts and every plugin's settings ([`Schedule::validate`] and the like); an
+    /// error names the field and its value ([`crate::config::FieldError`]).
     pub fn check(&self) -> Result<()> {
-        let named = |field: &str, name: &str| format!("in `{field}` ({name})");
+        use crate::config::{field_error, in_plugin};
         self.schedule
             .validate()
-            .with_context(|| named("schedule", self.schedule.typetag_name()))?;
+            .map_err(|e| in_plugin(e, "schedule", self.schedule.typetag_name()))?;
         self.integrator
             .validate()
-            .with_context(|| named("integrator", self.integrator.typetag_name()))?;
+            .map_err(|e| in_plugin(e, "integrator", self.integrator.typetag_name()))?;
         self.denoiser
             .validate()
-            .with_context(|| named("denoiser", self.denoiser.typetag_name()))?;
+            .map_err(|e| in_plugin(e, "denoiser", self.denoiser.typetag_name()))?;
+        for (key, n) in [("steps", self.steps), ("n", self.n), ("batch", self.batch)] {
+            if n == 0 {
+                return field_error(key, "expected a whole number >= 1, got 0");
+            }
+        }
         crate::limits::check_memory(
             &format!("the time grid of steps = {}", self.steps),
             crate::limits::bytes_of(self.steps, 8).saturating_add(8),
-        )?;
-        if self.steps == 0 || self.n == 0 || self.batch == 0 {
-            bail!(
-                "steps, n and batch must be positive (got steps={}, n={}, batch={})",
-                self.steps,
-                self.n,
-                self.batch
-            );
-        }
-        Ok(())
+        )
     }
 }
 

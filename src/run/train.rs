@@ -26,23 +26,31 @@ pub fn builder(
         let Some(out) = peek.table().get("out").and_then(|v| v.as_str()) else {
             bail!("--resume needs the run folder: pass --out DIR");
         };
-        checkpoint::load(&checkpoint::latest(Path::new(out))?, &[])?
-            .meta
-            .config
+        let latest = checkpoint::latest(Path::new(out))?;
+        let config = checkpoint::load(&latest, &[])?.meta.config;
+        ConfigBuilder::from_stored(&config, &format!("the config of {}", latest.display()))?
     } else {
-        defaults.to_string()
+        ConfigBuilder::from_defaults(defaults)?
     };
-    Ok(ConfigBuilder::from_defaults(&base)?
-        .file(file)?
-        .apply(overrides))
+    Ok(base.file(file)?.apply(overrides))
+}
+
+/// The path keys a run reads, checked ([`ConfigBuilder::check_paths`]) where they came from a
+/// config file or a stored config; a resumed run no longer reads `init`.
+pub fn check_paths(b: &ConfigBuilder, resume: bool) -> Result<()> {
+    match resume {
+        true => b.check_paths(&["data", "teacher"]),
+        false => b.check_paths(&["data", "teacher", "init"]),
+    }
 }
 
 /// A `fewstep train` config: [`builder`] over [`DEFAULTS`], with training data required.
 pub fn resolve(file: Option<&Path>, overrides: &Overrides, resume: bool) -> Result<TrainConfig> {
     let b = builder(DEFAULTS, file, overrides, resume)?;
     require_data(&b)?;
+    check_paths(&b, resume)?;
     let cfg: TrainConfig = b.build()?;
-    cfg.check()?;
+    cfg.check().map_err(|e| b.locate(e))?;
     Ok(cfg)
 }
 

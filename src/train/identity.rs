@@ -4,7 +4,7 @@
 //! finished run is reused (`fewstep reproduce`) only when the run asked for now is the same run;
 //! when it is not, the entries say what changed.
 
-use super::TrainConfig;
+use super::{TrainConfig, PATH_KEYS};
 use crate::checkpoint::{self, Meta};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -14,6 +14,13 @@ use std::path::Path;
 
 /// The sorted entries of a run's identity: dotted config keys (`objective.student_steps`) and,
 /// in words, the data's and the checkpoints' fingerprints (`data file sha256`).
+///
+/// The paths of the data, the teacher, the initial checkpoint and the run folder
+/// ([`PATH_KEYS`]) are not entries: their contents are (the data's SHA-256, the checkpoints' run
+/// hash and step), and the run folder is where the run is, not what it trains. So a run is the
+/// same run whichever folder it was started from, and the absolute paths runs now store do not
+/// make runs recorded with relative ones (by an older fewstep) look different: those entries
+/// are left out of both sides when comparing ([`Identity::require_same`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity(BTreeMap<String, String>);
 
@@ -26,6 +33,9 @@ impl Identity {
             .context("the resolved config")?;
         let mut entries = BTreeMap::new();
         flatten("", &table, &mut entries);
+        for key in PATH_KEYS {
+            entries.remove(key);
+        }
         entries.insert("data file sha256".into(), file_sha256(&cfg.data)?);
         for (what, path) in [("teacher", &cfg.teacher), ("init", &cfg.init)] {
             let Some(path) = path else { continue };
@@ -42,6 +52,14 @@ impl Identity {
             entries.insert(format!("{what} run hash"), hash);
         }
         Ok(Identity(entries))
+    }
+
+    /// The entries without the [`PATH_KEYS`] an older fewstep recorded.
+    fn without_paths(mut self) -> Self {
+        for key in PATH_KEYS {
+            self.0.remove(key);
+        }
+        self
     }
 
     /// The SHA-256 (hex) of the entries, one `key = value` line each, in key order.
@@ -94,7 +112,8 @@ impl Identity {
                 ckpt.display()
             );
         };
-        if old.hash() == self.hash() {
+        let old = old.without_paths();
+        if old == *self {
             return Ok(());
         }
         bail!(

@@ -23,13 +23,14 @@ pub use setup::load_teacher;
 pub use step::{step_rng, train_step, train_step_on, StepStats};
 
 use crate::checkpoint::{self, Meta};
+use crate::config::field_error;
 use crate::denoiser::{AdamW, DenoiserSpec, PARTS};
 use crate::dist;
 use crate::interrupt::{Interrupted, Listening};
 use crate::objective::{scale_count, DistillObjective};
 use crate::schedule::Schedule;
 use crate::tensor::{batch_to_device, seeded_device};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use log::Report;
 use rounds::RoundTeacher;
 use serde::{Deserialize, Serialize};
@@ -155,47 +156,62 @@ impl TrainConfig {
     }
 
     /// Checks the settings and every plugin's ([`Schedule::validate`] and the like); called when
-    /// the config is resolved and again before training.
+    /// the config is resolved and again before training. An error names the field and its value
+    /// (a [`FieldError`](crate::config::FieldError): the resolving [`ConfigBuilder`](crate::config::ConfigBuilder) puts the
+    /// config file in front).
     pub fn check(&self) -> Result<()> {
-        use anyhow::Context;
-        let named = |field: &str, name: &str| format!("in `{field}` ({name})");
+        use crate::config::in_plugin;
         self.schedule
             .validate()
-            .with_context(|| named("schedule", self.schedule.typetag_name()))?;
+            .map_err(|e| in_plugin(e, "schedule", self.schedule.typetag_name()))?;
         self.denoiser
             .validate()
-            .with_context(|| named("denoiser", self.denoiser.typetag_name()))?;
+            .map_err(|e| in_plugin(e, "denoiser", self.denoiser.typetag_name()))?;
         self.objective
             .validate()
-            .with_context(|| named("objective", self.objective.typetag_name()))?;
+            .map_err(|e| in_plugin(e, "objective", self.objective.typetag_name()))?;
         if let Some(t) = &self.teacher_denoiser {
             t.validate()
-                .with_context(|| named("teacher_denoiser", t.typetag_name()))?;
+                .map_err(|e| in_plugin(e, "teacher_denoiser", t.typetag_name()))?;
         }
-        let bad = |what: &str| bail!("invalid training config: {what}");
-        if self.steps == 0 || self.batch == 0 {
-            return bad("steps and batch must be positive");
+        for (key, n) in [
+            ("steps", self.steps),
+            ("batch", self.batch as u64),
+            ("checkpoint_every", self.checkpoint_every),
+            ("log_every", self.log_every),
+        ] {
+            if n == 0 {
+                return field_error(key, "expected a whole number >= 1, got 0");
+            }
         }
-        if self.lr <= 0.0 || !self.lr.is_finite() {
-            return bad("lr must be a positive number");
+        let positive = |key: &str, v: f64| match v > 0.0 && v.is_finite() {
+            true => Ok(()),
+            false => field_error(key, format!("expected a finite number > 0, got {v}")),
+        };
+        positive("lr", self.lr)?;
+        positive("eps", self.eps)?;
+        for (key, v) in [
+            ("grad_clip", self.grad_clip),
+            ("weight_decay", self.weight_decay),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return field_error(key, format!("expected a finite number >= 0, got {v}"));
+            }
         }
-        if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
-            return bad("beta1 and beta2 must lie in [0, 1)");
-        }
-        if !(0.0..1.0).contains(&self.ema_decay) {
-            return bad("ema_decay must lie in [0, 1)");
+        for (key, v) in [
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("ema_decay", self.ema_decay),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return field_error(key, format!("expected a number in [0, 1), got {v}"));
+            }
         }
         if !(0.0..=1.0).contains(&self.lr_final) {
-            return bad(&format!(
-                "lr_final must lie in [0, 1] (got {})",
-                self.lr_final
-            ));
-        }
-        if self.checkpoint_every == 0 || self.log_every == 0 {
-            return bad("checkpoint_every and log_every must be positive");
-        }
-        if self.grad_clip < 0.0 || self.eps <= 0.0 || self.weight_decay < 0.0 {
-            return bad("grad_clip and weight_decay must be >= 0, eps > 0");
+            return field_error(
+                "lr_final",
+                format!("expected a number in [0, 1], got {}", self.lr_final),
+            );
         }
         Ok(())
     }
@@ -209,6 +225,27 @@ impl TrainConfig {
             weight_decay: self.weight_decay,
         }
     }
+}
+
+/// The paths of a config that a run stores and later commands read back (`--resume`, a
+/// student's `--teacher`, `sample --checkpoint`): each made [`absolute`](crate::config::absolute),
+/// so the run folder works from any folder. (A run's identity leaves them out, [`identity`].)
+pub const PATH_KEYS: [&str; 4] = ["data", "out", "teacher", "init"];
+
+/// `cfg` as the TOML text a run stores (`config.toml`, every checkpoint's metadata), with the
+/// [`PATH_KEYS`] absolute.
+pub fn stored_config(cfg: &TrainConfig) -> Result<String> {
+    let mut table: toml::Table = crate::config::to_toml(cfg)?
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the resolved config: {e}"))?;
+    for key in PATH_KEYS {
+        if let Some(toml::Value::String(p)) = table.get_mut(key) {
+            *p = crate::config::absolute(std::path::Path::new(p.as_str()))
+                .display()
+                .to_string();
+        }
+    }
+    crate::config::to_toml(&table)
 }
 
 /// How a run ended.
@@ -234,7 +271,7 @@ pub fn train(cfg: &TrainConfig, resume: bool, progress: bool) -> Result<TrainOut
     let root = world.is_root();
     let dev = seeded_device(cfg.seed);
     let mut run = setup::RunState::open(cfg, &dev, resume, world)?;
-    let config_toml = crate::config::to_toml(cfg)?;
+    let config_toml = stored_config(cfg)?;
     let log = match root {
         true => Some(setup::prepare_folder(cfg, resume, &config_toml)?),
         false => None,

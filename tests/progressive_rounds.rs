@@ -15,7 +15,7 @@
 mod common;
 
 use anyhow::Result;
-use common::{per_row, schedule, Gaussian};
+use common::{schedule, Gaussian};
 use dfdx::prelude::*;
 use fewstep::denoiser::{Denoiser, Level, Student, TapedBatch};
 use fewstep::objective::{ObjectiveCtx, Round};
@@ -74,17 +74,14 @@ impl Denoiser for LinearStudent {
     }
 
     fn denoise(&self, z: &Batch, level: &Level) -> Result<Batch> {
-        let (n, d) = *z.shape();
-        let (a, s) = (per_row(&level.alpha, n), per_row(&level.sigma, n));
-        let zv = z.as_vec();
-        let out = (0..n * d)
-            .map(|k| {
-                let i = k / d;
-                let b = self.slope(a[i], s[i]);
-                (MEAN + b * (f64::from(zv[k]) - a[i] * MEAN)) as f32
-            })
-            .collect();
-        Ok(batch_from_vec(&self.dev, out, n, d))
+        let mean = [MEAN];
+        Ok(common::linear_denoise(
+            &self.dev,
+            z,
+            level,
+            &mean,
+            |a, s| self.slope(a, s),
+        ))
     }
 }
 

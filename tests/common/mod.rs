@@ -45,6 +45,28 @@ impl Gaussian {
     }
 }
 
+/// A denoiser linear in z, as every one is for Gaussian data: x_hat = m + g (z - alpha m) per
+/// entry, the gain g = `gain(alpha, sigma)` of each row's noise level.
+pub fn linear_denoise(
+    dev: &Dev,
+    z: &Batch,
+    level: &Level,
+    mean: &[f64],
+    gain: impl Fn(f64, f64) -> f64,
+) -> Batch {
+    let (n, d) = *z.shape();
+    let (a, s) = (per_row(&level.alpha, n), per_row(&level.sigma, n));
+    let g: Vec<f64> = (0..n).map(|i| gain(a[i], s[i])).collect();
+    let zv = z.as_vec();
+    let out = (0..n * d)
+        .map(|k| {
+            let (i, m) = (k / d, mean[k % mean.len()]);
+            (m + g[i] * (f64::from(zv[k]) - a[i] * m)) as f32
+        })
+        .collect();
+    batch_from_vec(dev, out, n, d)
+}
+
 /// A coefficient as one f64 per row.
 pub fn per_row(c: &Coef, rows: usize) -> Vec<f64> {
     c.host_rows(rows)
@@ -56,17 +78,9 @@ impl Denoiser for Gaussian {
     }
 
     fn denoise(&self, z: &Batch, level: &Level) -> Result<Batch> {
-        let (n, d) = *z.shape();
-        let (a, s) = (per_row(&level.alpha, n), per_row(&level.sigma, n));
-        let zv = z.as_vec();
-        let out = (0..n * d)
-            .map(|k| {
-                let (i, m) = (k / d, self.mean[k % d]);
-                let (g, _) = self.gain_var(a[i], s[i]);
-                (m + g * (f64::from(zv[k]) - a[i] * m)) as f32
-            })
-            .collect();
-        Ok(batch_from_vec(&self.dev, out, n, d))
+        Ok(linear_denoise(&self.dev, z, level, &self.mean, |a, s| {
+            self.gain_var(a, s).0
+        }))
     }
 
     fn posterior_variance(&self, z: &Batch, level: &Level) -> Option<Result<Rows>> {

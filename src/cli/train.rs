@@ -67,9 +67,13 @@ pub fn run(a: Args) -> Result<()> {
 
 /// Trains `cfg` with a progress bar and prints the outcome.
 pub fn run_config(cfg: &TrainConfig, resume: bool, force: bool) -> Result<()> {
-    check_run_folder(&cfg.out, resume, force)?;
-    let done: TrainOutcome = train(cfg, resume)?;
     let world = crate::dist::world();
+    check_run_folder(&cfg.out, resume, force)?;
+    // Under mpirun every rank checks the folder, and rank 0 starts writing in it (config.toml,
+    // log.jsonl) as soon as it trains: no rank may look before all have looked, or it finds
+    // rank 0's new files and refuses the run.
+    world.barrier();
+    let done: TrainOutcome = train(cfg, resume)?;
     if !world.is_root() {
         return Ok(());
     }

@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 use dfdx::prelude::*;
-use fewstep::config::{at_least_one, in_plugin};
+use fewstep::config::at_least_one;
 use fewstep::denoiser::Level;
 use fewstep::integrator::{Integrator, TeacherStep};
 use fewstep::objective::multistep::{
@@ -189,13 +189,7 @@ impl Multistep {
                 ),
             );
         }
-        self.teacher_integrator.validate().map_err(|e| {
-            in_plugin(
-                e,
-                "teacher_integrator",
-                self.teacher_integrator.typetag_name(),
-            )
-        })
+        fewstep::config::validate_plugin!("teacher_integrator", self.teacher_integrator)
     }
 
     /// Sets S, which must be at least 1.

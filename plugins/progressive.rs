@@ -5,7 +5,7 @@
 //! student (the trainer swaps it in, see `DistillObjective::round`).
 
 use dfdx::shapes::HasShape;
-use fewstep::config::{at_least_one, field_error, in_plugin};
+use fewstep::config::{at_least_one, field_error};
 use fewstep::denoiser::Level;
 use fewstep::integrator::{inv_ddim_rows, Integrator, TeacherStep};
 use fewstep::objective::multistep::{
@@ -210,9 +210,7 @@ impl DistillObjective for Progressive {
             ("teacher_integrator", &self.teacher_integrator),
             ("later_integrator", &self.later_integrator),
         ] {
-            integrator
-                .validate()
-                .map_err(|e| in_plugin(e, key, integrator.typetag_name()))?;
+            fewstep::config::validate_plugin!(key, integrator)?;
         }
         Ok(())
     }

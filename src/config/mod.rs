@@ -254,6 +254,22 @@ pub fn in_plugin(error: anyhow::Error, key: &str, name: &str) -> anyhow::Error {
     }
 }
 
+/// `plugin.validate()` with its error as the config holding the plugin at `key` reports it
+/// ([`in_plugin`]): `config::validate_plugin!("schedule", self.schedule)?`. A macro because the
+/// plugin traits share `validate` and `typetag_name` by name, not through a common trait.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! validate_plugin {
+    ($key:expr, $plugin:expr) => {{
+        let plugin = &$plugin;
+        plugin
+            .validate()
+            .map_err(|e| $crate::config::in_plugin(e, $key, plugin.typetag_name()))
+    }};
+}
+// `#[macro_export]` puts the macro at the crate root; callers name it here, with config's helpers.
+pub use super::validate_plugin;
+
 fn parse(text: &str, origin: &str) -> Result<Table> {
     text.parse::<Table>().map_err(|e| {
         let at = e.span().map_or(String::new(), |span| {

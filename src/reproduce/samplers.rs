@@ -4,7 +4,7 @@
 
 use super::builtin_set;
 use super::{write_csv, write_text};
-use crate::config::{field_error, in_plugin, ConfigBuilder};
+use crate::config::{field_error, ConfigBuilder};
 use crate::data::builtin::make_set;
 use crate::data::DataArray;
 use crate::denoiser::{BuildCtx, DenoiserSpec};
@@ -90,16 +90,10 @@ impl SamplersConfig {
                 )?;
             }
         }
-        self.schedule
-            .validate()
-            .map_err(|e| in_plugin(e, "schedule", self.schedule.typetag_name()))?;
-        self.denoiser
-            .validate()
-            .map_err(|e| in_plugin(e, "denoiser", self.denoiser.typetag_name()))?;
+        crate::config::validate_plugin!("schedule", self.schedule)?;
+        crate::config::validate_plugin!("denoiser", self.denoiser)?;
         for (i, integrator) in self.integrators.iter().enumerate() {
-            integrator.validate().map_err(|e| {
-                in_plugin(e, &format!("integrators[{i}]"), integrator.typetag_name())
-            })?;
+            crate::config::validate_plugin!(&format!("integrators[{i}]"), integrator)?;
         }
         Ok(())
     }

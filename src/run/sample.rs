@@ -72,16 +72,10 @@ impl SampleConfig {
     /// Checks the counts and every plugin's settings ([`Schedule::validate`] and the like); an
     /// error names the field and its value ([`crate::config::FieldError`]).
     pub fn check(&self) -> Result<()> {
-        use crate::config::{field_error, in_plugin};
-        self.schedule
-            .validate()
-            .map_err(|e| in_plugin(e, "schedule", self.schedule.typetag_name()))?;
-        self.integrator
-            .validate()
-            .map_err(|e| in_plugin(e, "integrator", self.integrator.typetag_name()))?;
-        self.denoiser
-            .validate()
-            .map_err(|e| in_plugin(e, "denoiser", self.denoiser.typetag_name()))?;
+        use crate::config::field_error;
+        crate::config::validate_plugin!("schedule", self.schedule)?;
+        crate::config::validate_plugin!("integrator", self.integrator)?;
+        crate::config::validate_plugin!("denoiser", self.denoiser)?;
         for (key, n) in [("steps", self.steps), ("n", self.n), ("batch", self.batch)] {
             if n == 0 {
                 return field_error(key, "expected a whole number >= 1, got 0");

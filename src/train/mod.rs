@@ -160,19 +160,11 @@ impl TrainConfig {
     /// (a [`FieldError`](crate::config::FieldError): the resolving [`ConfigBuilder`](crate::config::ConfigBuilder) puts the
     /// config file in front).
     pub fn check(&self) -> Result<()> {
-        use crate::config::in_plugin;
-        self.schedule
-            .validate()
-            .map_err(|e| in_plugin(e, "schedule", self.schedule.typetag_name()))?;
-        self.denoiser
-            .validate()
-            .map_err(|e| in_plugin(e, "denoiser", self.denoiser.typetag_name()))?;
-        self.objective
-            .validate()
-            .map_err(|e| in_plugin(e, "objective", self.objective.typetag_name()))?;
+        crate::config::validate_plugin!("schedule", self.schedule)?;
+        crate::config::validate_plugin!("denoiser", self.denoiser)?;
+        crate::config::validate_plugin!("objective", self.objective)?;
         if let Some(t) = &self.teacher_denoiser {
-            t.validate()
-                .map_err(|e| in_plugin(e, "teacher_denoiser", t.typetag_name()))?;
+            crate::config::validate_plugin!("teacher_denoiser", t)?;
         }
         for (key, n) in [
             ("steps", self.steps),

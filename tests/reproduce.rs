@@ -268,7 +268,7 @@ fn reproduce_table4_writes_the_paper_layout_and_reuses_finished_runs() {
     assert!(log.matches("reusing").count() == 5, "{log}");
     assert_eq!(md, again);
 
-    assert!(err(&["reproduce", "table3", "--preset", "nope"]).contains("quick, paper"));
+    assert!(err(&["reproduce", "table3", "--preset", "nope"]).contains("quick, hour, paper"));
     assert!(err(&["reproduce", "table4", "--scale", "0"]).contains("--scale"));
 }
 
@@ -563,4 +563,78 @@ fn plot_labels_of_samplers_are_short_and_tell_the_rows_apart() {
             "dpm-solver++"
         ]
     );
+}
+
+/// The hour presets of table2/3/4 share their teacher and student settings, so run into one
+/// `--out` a student they share (CD annealed 64 -> 1280 with aDDIM) trains once: the later
+/// tables link the earlier table's run folder and score the same samples.
+#[test]
+fn hour_presets_share_their_runs_across_tables() {
+    use fewstep::reproduce::{TABLE2, TABLE3, TABLE4};
+    let hour = |presets: &[(&str, &str)]| -> toml::Table {
+        presets
+            .iter()
+            .find(|p| p.0 == "hour")
+            .unwrap()
+            .1
+            .parse()
+            .unwrap()
+    };
+    let (t2, t3, t4) = (hour(TABLE2), hour(TABLE3), hour(TABLE4));
+    for key in ["teacher", "student", "datasets", "data_n", "seed"] {
+        assert_eq!(t2[key], t3[key], "{key}");
+        assert_eq!(t4[key], t3[key], "{key}");
+    }
+    assert_eq!(t3["student"]["batch"].as_integer(), Some(1024));
+    assert_eq!(t3["student"]["steps"].as_integer(), Some(2000));
+    assert_eq!(t3["teacher"]["denoiser"]["width"].as_integer(), Some(512));
+
+    let dir = tempfile::tempdir().unwrap();
+    let small = |name: &str, mut t: toml::Table, keep: &[&str]| {
+        let methods = t["methods"].as_array_mut().unwrap();
+        methods.retain(|m| keep.contains(&m["label"].as_str().unwrap()));
+        preset(dir.path(), name, &toml::to_string(&t).unwrap(), |t| {
+            t.insert("datasets".into(), toml::Value::Array(vec!["ring8".into()]));
+            shrink(t, &[1]);
+        })
+    };
+    let out = dir.path().join("out");
+    let run = |what: &str, cfg: &Path| {
+        ok_logged(&["reproduce", what, "--config", p(cfg), "--out", p(&out)])
+    };
+    let (md3, _) = run("table3", &small("t3.toml", t3, &["CT", "CD"]));
+    let (md4, log4) = run("table4", &small("t4.toml", t4, &["DDIM", "aDDIM"]));
+    let (_, log2) = run("table2", &small("t2.toml", t2, &["64 -> 1280", "128"]));
+    let cd = out.join("ring8/cd-s1");
+    for (log, label, folder) in [
+        (&log4, "aDDIM", "addim-s1"),
+        (&log2, "64 -> 1280", "64----1280-s1"),
+    ] {
+        let linked = out.join("ring8").join(folder);
+        assert!(
+            log.contains(&format!("{label} S=1: the same run as {}", cd.display())),
+            "{log}"
+        );
+        assert_eq!(std::fs::read_link(&linked).unwrap(), PathBuf::from("cd-s1"));
+    }
+    // Students with another config are trained, not linked.
+    let linked = |log: &str, what: &str| log.lines().any(|l| l.starts_with(what));
+    assert!(!linked(&log4, "DDIM S=1: the same run"), "{log4}");
+    assert!(!linked(&log2, "128 S=1: the same run"), "{log2}");
+    assert!(out
+        .join("ring8/128-s1")
+        .symlink_metadata()
+        .unwrap()
+        .is_dir());
+    // The linked student scores what table3's CD did (same checkpoint, same sampling seed).
+    let fd = |md: &str, label: &str| {
+        let records = csv_records(&out.join(format!("{md}.csv")));
+        records
+            .iter()
+            .find(|r| r[2] == label && r[3] == "1")
+            .unwrap_or_else(|| panic!("{label} in {records:?}"))[4]
+            .clone()
+    };
+    assert_eq!(fd("table3", "CD"), fd("table4", "aDDIM"), "{md3}\n{md4}");
+    assert_eq!(fd("table3", "CD"), fd("table2", "64 -> 1280"));
 }

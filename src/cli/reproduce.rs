@@ -8,8 +8,11 @@ use std::path::PathBuf;
 pub struct Args {
     /// What to rerun.
     pub what: What,
-    /// Preset size: `quick` (minutes on 2 CPU cores, mixtures with `mlp`), `paper` (the paper's
-    /// hyper-parameters, for a GPU; shrink with --scale), `gpu` (table4 on shapes32 with `uvit`).
+    /// Preset size: `quick` (minutes on 2 CPU cores, mixtures with `mlp`), `hour` (table2/3/4 on
+    /// gmm64 and ring8 at batch 1024, width 512, 2000 student iterations: about an hour per
+    /// dataset on 2 CPU cores; run the three into one --out to share their runs), `paper` (the
+    /// paper's hyper-parameters, for a GPU; shrink with --scale), `gpu` (table4 on shapes32 with
+    /// `uvit`).
     #[arg(long, default_value = "quick")]
     pub preset: String,
     /// TOML file overriding preset fields (schemas/reproduce-*.schema.json).

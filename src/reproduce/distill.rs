@@ -17,6 +17,7 @@ use crate::report::{fmt3, markdown_table};
 use crate::run::evaluate::Reference;
 use crate::run::sample::{sample, SampleConfig};
 use crate::run::{distill, train as run_train};
+use crate::train::identity::Identity;
 use crate::train::{LogLine, TrainConfig};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -312,7 +313,11 @@ fn run_seed(cfg: &TableConfig, out: &Path) -> Result<Vec<Cell>> {
         for m in &cfg.methods {
             for &s in &cfg.student_steps {
                 let student = student_config(cfg, &paths, m, s)?;
-                finish_run(&student, &format!("{} S={s}", m.label))?;
+                let what = format!("{} S={s}", m.label);
+                if let Some(twin) = link_twin(&student, &paths.root)? {
+                    eprintln!("{what}: the same run as {}, linked", twin.display());
+                }
+                finish_run(&student, &what)?;
                 let train_s = logged_seconds(&student.out)?;
                 let samples = sample_run(cfg, &paths, &student.out, None, &slug(&m.label, s))?;
                 let metrics = reference.score(&samples)?;
@@ -456,6 +461,37 @@ fn finish_run(cfg: &TrainConfig, what: &str) -> Result<()> {
         eprintln!("{what}: reusing {} (step {step})", cfg.out.display());
     }
     Ok(())
+}
+
+/// Links `cfg.out` to a finished run with `cfg`'s identity in another folder under `root` (the
+/// same dataset's runs), and returns that folder: a student that two methods or two tables share
+/// (table2's annealed CD is table3's CD) then trains once. The link is relative, so `--out` can
+/// be moved. `None` when `cfg.out` exists already or no such run is there.
+fn link_twin(cfg: &TrainConfig, root: &Path) -> Result<Option<PathBuf>> {
+    if cfg.out.symlink_metadata().is_ok() || !root.is_dir() {
+        return Ok(None);
+    }
+    let identity = Identity::of(cfg)?;
+    // Real folders only: a link always names the run that was trained.
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let Some((step, ckpt)) = checkpoint::list(&dir).ok().and_then(|mut l| l.pop()) else {
+            continue;
+        };
+        let finished_twin = step >= cfg.steps
+            && checkpoint::load(&ckpt, &[]).is_ok_and(|c| identity.recorded_in(&c.meta));
+        if let (true, Some(name)) = (finished_twin, dir.file_name()) {
+            std::os::unix::fs::symlink(name, &cfg.out)
+                .with_context(|| format!("linking {} to {}", cfg.out.display(), dir.display()))?;
+            return Ok(Some(dir));
+        }
+    }
+    Ok(None)
 }
 
 /// The training time `log.jsonl` records for a finished run (of its last start), so a reused

@@ -11,14 +11,24 @@ use distill::Presets;
 use std::path::Path;
 
 /// Built-in presets per reproduction.
-pub const TABLE2: Presets = &[(
-    "quick",
-    include_str!("../../configs/reproduce/table2-quick.toml"),
-)];
+pub const TABLE2: Presets = &[
+    (
+        "quick",
+        include_str!("../../configs/reproduce/table2-quick.toml"),
+    ),
+    (
+        "hour",
+        include_str!("../../configs/reproduce/table2-hour.toml"),
+    ),
+];
 pub const TABLE3: Presets = &[
     (
         "quick",
         include_str!("../../configs/reproduce/table3-quick.toml"),
+    ),
+    (
+        "hour",
+        include_str!("../../configs/reproduce/table3-hour.toml"),
     ),
     (
         "paper",
@@ -29,6 +39,10 @@ pub const TABLE4: Presets = &[
     (
         "quick",
         include_str!("../../configs/reproduce/table4-quick.toml"),
+    ),
+    (
+        "hour",
+        include_str!("../../configs/reproduce/table4-hour.toml"),
     ),
     (
         "paper",

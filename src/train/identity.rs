@@ -71,6 +71,11 @@ impl Identity {
         hex(&h.finalize())
     }
 
+    /// Whether the checkpoint `meta` recorded this identity (its path entries aside).
+    pub fn recorded_in(&self, meta: &Meta) -> bool {
+        Identity::recorded(meta).is_some_and(|old| old.without_paths() == *self)
+    }
+
     /// The entries as JSON (what a checkpoint records).
     pub fn to_json(&self) -> String {
         serde_json::to_string(&self.0).expect("string map to JSON")

@@ -292,7 +292,7 @@ fn cases() -> Vec<BadCase<'static>> {
         (
             "reproduce: unknown preset",
             "reproduce table3 --preset fast".into(),
-            vec!["fast", "quick, paper"],
+            vec!["fast", "quick, hour, paper"],
         ),
         (
             "sample: zero batch in a file",

@@ -44,6 +44,7 @@ const CONFIGS: &[(&str, &str)] = &[
     ("train-max-weight.toml", "[objective]\nname = \"diffusion\"\nmax_weight = 0.0\n"),
     ("pd-teacher-steps.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"progressive\"\nstudent_steps = 8\nteacher_steps = 12\n"),
     ("pd-teacher-at-s.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"progressive\"\nstudent_steps = 8\nteacher_steps = 8\n"),
+    ("pd-short-run.toml", "steps = 2000\n\n[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"progressive\"\nstudent_steps = 1\nteacher_steps = 64\niters_per_round = 700\n"),
     ("cd-student-steps.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"multistep-cd\"\nstudent_steps = 16\nteacher_steps_start = 8\n"),
     ("cd-table.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"multistep-cd\"\n\n[objective.teacher_integrator]\nname = \"addim\"\nvariance = \"table\"\n"),
     ("reproduce-scale.toml", "scale = 1e30\n"),
@@ -377,6 +378,17 @@ fn cases() -> Vec<BadCase<'static>> {
             vec![
                 "pd-teacher-steps.toml: objective.teacher_steps: 12 is not student_steps = 5",
                 "valid: 10, 20",
+            ],
+        ),
+        (
+            // Six rounds of 700 from 64 teacher steps: 2000 iterations stop in round 3, whose
+            // student takes 8 steps, and would be recorded as the 1-step student.
+            "distill: progressive run too short for its rounds",
+            "distill --data ring8.h5 --out s --config pd-short-run.toml".into(),
+            vec![
+                "pd-short-run.toml: steps: 2000 steps end in round 3 of the objective, whose \
+                 student takes 8 steps; the round that trains its 1-step student starts at \
+                 step 3500",
             ],
         ),
         (

@@ -588,6 +588,19 @@ fn hour_presets_share_their_runs_across_tables() {
     assert_eq!(t3["student"]["batch"].as_integer(), Some(1024));
     assert_eq!(t3["student"]["steps"].as_integer(), Some(2000));
     assert_eq!(t3["teacher"]["denoiser"]["width"].as_integer(), Some(512));
+    // Every run of every hour table resolves, and each student trains 2000 iterations; PD's
+    // 1-step student reaches its sixth round within them (a shorter run is refused).
+    let tmp = tempfile::tempdir().unwrap();
+    for (what, presets) in [("table2", TABLE2), ("table3", TABLE3), ("table4", TABLE4)] {
+        let c = fewstep::reproduce::distill::load(what, presets, "hour", None, 1.0).unwrap();
+        for dataset in ["gmm64", "ring8"] {
+            let runs = fewstep::reproduce::distill::run_configs(&c, tmp.path(), dataset).unwrap();
+            for run in &runs[1..] {
+                assert_eq!(run.steps, 2000, "{what} {}", run.out.display());
+                run.check_reaches_last_round().unwrap();
+            }
+        }
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let small = |name: &str, mut t: toml::Table, keep: &[&str]| {

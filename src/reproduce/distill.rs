@@ -449,6 +449,7 @@ fn student_config(
     c.objective.set_student_steps(steps).with_context(what)?;
     c.scale_length(cfg.scale);
     c.check().with_context(what)?;
+    c.check_reaches_last_round().with_context(what)?;
     Ok(c)
 }
 

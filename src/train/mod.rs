@@ -208,6 +208,50 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// A run in rounds must reach the round that trains the objective's S-step student: one
+    /// that stops earlier would record an earlier round's student (2^k S steps) under S. The
+    /// commands check it with [`Self::check`]; the library's `train` does not, so a caller may
+    /// stop a run early on purpose and resume it longer.
+    pub fn check_reaches_last_round(&self) -> Result<()> {
+        let (Some(last), Some(s)) = (
+            self.objective.round(self.steps - 1),
+            self.objective.student_steps(),
+        ) else {
+            return Ok(());
+        };
+        if last.student_steps == s {
+            return Ok(());
+        }
+        let is_final = |i: u64| {
+            self.objective
+                .round(i)
+                .is_some_and(|r| r.student_steps == s)
+        };
+        // Rounds follow in order: double past the final round's start, then bisect to it.
+        let (mut lo, mut hi) = (self.steps - 1, self.steps);
+        while !is_final(hi) && hi < u64::MAX / 2 {
+            (lo, hi) = (hi, hi * 2);
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match is_final(mid) {
+                true => hi = mid,
+                false => lo = mid,
+            }
+        }
+        field_error(
+            "steps",
+            format!(
+                "{} steps end in round {} of the objective, whose student takes {} steps; \
+                 the round that trains its {s}-step student starts at step {hi}, so give \
+                 steps > {hi} (a whole round more trains it fully) or shorter rounds",
+                self.steps,
+                last.index + 1,
+                last.student_steps
+            ),
+        )
+    }
+
     fn adamw(&self, step: u64) -> AdamW {
         AdamW {
             lr: self.lr_at(step),

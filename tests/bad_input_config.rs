@@ -44,6 +44,7 @@ const CONFIGS: &[(&str, &str)] = &[
     ("train-max-weight.toml", "[objective]\nname = \"diffusion\"\nmax_weight = 0.0\n"),
     ("pd-teacher-steps.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"progressive\"\nstudent_steps = 8\nteacher_steps = 12\n"),
     ("pd-teacher-at-s.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"progressive\"\nstudent_steps = 8\nteacher_steps = 8\n"),
+    ("datasets-nope.toml", "datasets = [\"ring8\", \"nope\"]\n"),
     ("pd-short-run.toml", "steps = 2000\n\n[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"progressive\"\nstudent_steps = 1\nteacher_steps = 64\niters_per_round = 700\n"),
     ("cd-student-steps.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"multistep-cd\"\nstudent_steps = 16\nteacher_steps_start = 8\n"),
     ("cd-table.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"multistep-cd\"\n\n[objective.teacher_integrator]\nname = \"addim\"\nvariance = \"table\"\n"),
@@ -289,6 +290,27 @@ fn cases() -> Vec<BadCase<'static>> {
             "list: unknown kind",
             "list schedules".into(),
             vec!["schedules", "valid kinds: schedule"],
+        ),
+        (
+            "reproduce: unknown dataset on the command line",
+            "reproduce table3 --datasets ring8,nope".into(),
+            vec![
+                "--datasets: unknown built-in dataset `nope`",
+                "valid names: two-modes, ring8, gmm64, shapes16, shapes32",
+            ],
+        ),
+        (
+            "reproduce: unknown dataset in a config",
+            "reproduce table3 --config datasets-nope.toml".into(),
+            vec![
+                "datasets-nope.toml: datasets: unknown built-in dataset `nope`",
+                "valid names: two-modes",
+            ],
+        ),
+        (
+            "reproduce: --datasets on samplers",
+            "reproduce samplers --datasets ring8".into(),
+            vec!["--seeds and --datasets apply to table2, table3 and table4, not samplers"],
         ),
         (
             "reproduce: unknown preset",

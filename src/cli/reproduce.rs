@@ -26,6 +26,10 @@ pub struct Args {
     /// ...) and report mean +- standard deviation [default: the preset's `seeds`, 1].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub seeds: Option<u64>,
+    /// table2/table3/table4: only these built-in datasets, comma-separated, instead of the
+    /// preset's `datasets` (e.g. `--datasets ring8` runs an hour preset's ring8 half).
+    #[arg(long, value_delimiter = ',')]
+    pub datasets: Option<Vec<String>>,
     /// Output folder for tables, CSV, plots, samples and run folders (finished runs in it are
     /// reused, unfinished ones resumed).
     #[arg(long, default_value = "out/reproduce")]
@@ -70,8 +74,10 @@ pub fn run(a: Args) -> Result<()> {
                     "--scale applies to table2, table3, table4 and figure1, not samplers"
                 );
             }
-            if a.seeds.is_some() {
-                anyhow::bail!("--seeds applies to table2, table3 and table4, not samplers");
+            if a.seeds.is_some() || a.datasets.is_some() {
+                anyhow::bail!(
+                    "--seeds and --datasets apply to table2, table3 and table4, not samplers"
+                );
             }
             let c = samplers::load(&a.preset, cfg)?;
             let md = samplers::run(&c, &a.out)?;
@@ -90,12 +96,21 @@ pub fn run(a: Args) -> Result<()> {
             if let Some(k) = a.seeds {
                 c.seeds = k as usize;
             }
+            if let Some(d) = a.datasets {
+                if let Some(problem) = distill::dataset_problem(&d) {
+                    anyhow::bail!("--datasets: {problem}");
+                }
+                c.datasets = d;
+                distill::check_sizes(&c)?;
+            }
             let md = distill::run(name, &c, &a.out)?;
             (md, format!("{name}.md, {name}.csv, {name}-fd.png"))
         }
         What::Figure1 => {
-            if a.seeds.is_some() {
-                anyhow::bail!("--seeds applies to table2, table3 and table4, not figure1");
+            if a.seeds.is_some() || a.datasets.is_some() {
+                anyhow::bail!(
+                    "--seeds and --datasets apply to table2, table3 and table4, not figure1"
+                );
             }
             let c = figure1::load(FIGURE1, &a.preset, cfg, a.scale)?;
             let md = figure1::run(&c, &a.out)?;

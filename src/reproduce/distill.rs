@@ -147,6 +147,20 @@ pub fn load(
     Ok(cfg)
 }
 
+/// What is wrong with a table's dataset list (none, or a name that is no built-in dataset), or
+/// `None`.
+pub fn dataset_problem(names: &[String]) -> Option<String> {
+    let valid: Vec<&str> = crate::data::builtin::SETS.iter().map(|s| s.0).collect();
+    match names.iter().find(|n| !valid.contains(&n.as_str())) {
+        _ if names.is_empty() => Some("expected at least one built-in dataset, got none".into()),
+        Some(name) => Some(format!(
+            "unknown built-in dataset `{name}`; valid names: {}",
+            valid.join(", ")
+        )),
+        None => None,
+    }
+}
+
 /// Refuses row counts the machine's memory cannot hold (the sets are made in memory).
 pub fn check_sizes(cfg: &TableConfig) -> Result<()> {
     if cfg.student_steps.contains(&0) {
@@ -154,6 +168,9 @@ pub fn check_sizes(cfg: &TableConfig) -> Result<()> {
             "student_steps",
             format!("expected whole numbers >= 1, got {:?}", cfg.student_steps),
         );
+    }
+    if let Some(problem) = dataset_problem(&cfg.datasets) {
+        return field_error("datasets", problem);
     }
     for name in &cfg.datasets {
         let row = crate::data::builtin::row_bytes(name).unwrap_or(8);

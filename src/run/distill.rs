@@ -46,7 +46,6 @@ pub fn resolve(
             .with_context(|| format!("--student-steps {s}"))?;
     }
     cfg.check().map_err(|e| b.locate(e))?;
-    cfg.check_reaches_last_round().map_err(|e| b.locate(e))?;
     Ok(cfg)
 }
 

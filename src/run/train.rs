@@ -51,7 +51,6 @@ pub fn resolve(file: Option<&Path>, overrides: &Overrides, resume: bool) -> Resu
     check_paths(&b, resume)?;
     let cfg: TrainConfig = b.build()?;
     cfg.check().map_err(|e| b.locate(e))?;
-    cfg.check_reaches_last_round().map_err(|e| b.locate(e))?;
     Ok(cfg)
 }
 

@@ -209,9 +209,9 @@ impl TrainConfig {
     }
 
     /// A run in rounds must reach the round that trains the objective's S-step student: one
-    /// that stops earlier would record an earlier round's student (2^k S steps) under S. The
-    /// commands check it with [`Self::check`]; the library's `train` does not, so a caller may
-    /// stop a run early on purpose and resume it longer.
+    /// that stops earlier ends as an earlier round's student (2^k S steps; its checkpoint says
+    /// so). `reproduce` refuses such a run, since its table would list it under S; `distill`
+    /// and `train` allow it (a short demo run, or one resumed longer later).
     pub fn check_reaches_last_round(&self) -> Result<()> {
         let (Some(last), Some(s)) = (
             self.objective.round(self.steps - 1),

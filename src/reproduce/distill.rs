@@ -173,7 +173,8 @@ pub fn check_sizes(cfg: &TableConfig) -> Result<()> {
         return field_error("datasets", problem);
     }
     for name in &cfg.datasets {
-        let row = crate::data::builtin::row_bytes(name).unwrap_or(8);
+        let row = crate::data::builtin::row_bytes(name)
+            .expect("dataset_problem above refused every name that is not a built-in set");
         for (key, n) in [
             ("data_n", cfg.data_n),
             ("reference_n", cfg.reference_n),

@@ -45,7 +45,7 @@ const CONFIGS: &[(&str, &str)] = &[
     ("pd-teacher-steps.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"progressive\"\nstudent_steps = 8\nteacher_steps = 12\n"),
     ("pd-teacher-at-s.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"progressive\"\nstudent_steps = 8\nteacher_steps = 8\n"),
     ("datasets-nope.toml", "datasets = [\"ring8\", \"nope\"]\n"),
-    ("pd-short-run.toml", "steps = 2000\n\n[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"progressive\"\nstudent_steps = 1\nteacher_steps = 64\niters_per_round = 700\n"),
+    ("reproduce-pd-rounds.toml", "student_steps = [1]\n\n[[methods]]\nlabel = \"PD\"\n[methods.objective]\nname = \"progressive\"\nteacher_steps = 64\niters_per_round = 700\n"),
     ("cd-student-steps.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"multistep-cd\"\nstudent_steps = 16\nteacher_steps_start = 8\n"),
     ("cd-table.toml", "[teacher_denoiser]\nname = \"gmm\"\n\n[denoiser]\nname = \"mlp\"\n\n[objective]\nname = \"multistep-cd\"\n\n[objective.teacher_integrator]\nname = \"addim\"\nvariance = \"table\"\n"),
     ("reproduce-scale.toml", "scale = 1e30\n"),
@@ -472,6 +472,18 @@ fn cases() -> Vec<BadCase<'static>> {
             "reproduce: a zero in student_steps",
             "reproduce table3 --config reproduce-student-steps.toml --out o".into(),
             vec!["reproduce-student-steps.toml: student_steps:", "[1, 0]"],
+        ),
+        (
+            // Six rounds of 700 from 64 teacher steps: the preset's 1200 student iterations stop
+            // in round 2, whose student takes 16 steps; the table would list it as the 1-step
+            // student. Refused before the teacher trains (`distill` allows such a run).
+            "reproduce: progressive rounds too long for the student run",
+            "reproduce table3 --config reproduce-pd-rounds.toml --out o".into(),
+            vec![
+                "the student of method `PD` with 1 steps: steps: 1200 steps end in round 2 of \
+                 the objective, whose student takes 16 steps; the round that trains its 1-step \
+                 student starts at step 3500",
+            ],
         ),
         (
             "reproduce samplers: a zero NFE budget",
